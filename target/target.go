@@ -143,7 +143,7 @@ func Open(cfg Config) (*Target, error) {
 	switch t.protocol {
 	case MQTT:
 		c, err := mqtt.New(mqtt.Config{
-			URL: url, QoS: qos, Username: cfg.Username, Password: cfg.Password,
+			URL: url, QoS: qos, QoSSet: true, Username: cfg.Username, Password: cfg.Password,
 			CAFile: cfg.CAFile, Insecure: cfg.Insecure, PublishTimeout: cfg.PublishTimeout,
 			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
 		})
