@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // Verdict is the outcome of a run or a window.
@@ -123,6 +125,13 @@ type Result struct {
 	LateMS    Latency  `json:"late_ms"`
 	Gates     []Gate   `json:"gates"`
 	Windows   []Window `json:"windows"`
+	// Subscribers: per-subscriber counts and connection epochs (registered
+	// subscribers; closed and freed ones are only in the pooled Counts).
+	Subscribers []SubscriberResult `json:"subscribers,omitempty"`
+	// LatencyHist and LateHist are the full histograms (µs, see NewHistogram),
+	// set by Finish so shard results can be merged exactly (hdrhistogram.Import).
+	LatencyHist *hdrhistogram.Snapshot `json:"latency_hist,omitempty"`
+	LateHist    *hdrhistogram.Snapshot `json:"late_hist,omitempty"`
 }
 
 // Gates are the SLO thresholds. Defaults: DefaultGates.
