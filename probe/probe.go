@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
@@ -156,6 +157,12 @@ type Health struct {
 	GCPauseTotalMS float64 `json:"gc_pause_total_ms"`
 	// Overloaded is set when more than 1% of sends were late.
 	Overloaded bool `json:"overloaded"`
+	// HeapMB samples the Go heap in use (after the readiness barrier, at every
+	// live tick): first, max and last sample. Flat over a long run means
+	// bounded memory.
+	HeapFirstMB float64 `json:"heap_first_mb"`
+	HeapMaxMB   float64 `json:"heap_max_mb"`
+	HeapLastMB  float64 `json:"heap_last_mb"`
 }
 
 // Outcome is a finished run.
@@ -227,11 +234,13 @@ type prober struct {
 }
 
 type healthCounters struct {
-	lateSends atomic.Uint64
-	maxLag    atomic.Int64
-	maxDrift  atomic.Int64
-	sends     atomic.Uint64
-	gcAtStart float64
+	heapMu                       sync.Mutex
+	heapFirst, heapMax, heapLast float64
+	lateSends                    atomic.Uint64
+	maxLag                       atomic.Int64
+	maxDrift                     atomic.Int64
+	sends                        atomic.Uint64
+	gcAtStart                    float64
 }
 
 func (p *prober) phase(s string) {
@@ -357,6 +366,9 @@ func (p *prober) healthReport() Health {
 		MaxTickerDriftMS: float64(p.health.maxDrift.Load()) / 1e6,
 		GCPauseTotalMS:   (gcPauseSeconds() - p.health.gcAtStart) * 1e3,
 	}
+	p.health.heapMu.Lock()
+	h.HeapFirstMB, h.HeapMaxMB, h.HeapLastMB = p.health.heapFirst, p.health.heapMax, p.health.heapLast
+	p.health.heapMu.Unlock()
 	if sends := p.health.sends.Load(); sends > 0 && h.LateSends*100 > sends {
 		h.Overloaded = true
 	}
@@ -402,11 +414,26 @@ func (p *prober) liveLoop(done <-chan struct{}, start int64) {
 		}
 		if !time.Now().Before(next) {
 			next = next.Add(p.cfg.Live)
+			p.sampleHeap()
 			if p.hooks.OnLive != nil {
 				p.hooks.OnLive(time.Duration(now-start), snap)
 			}
 		}
 	}
+}
+
+func (p *prober) sampleHeap() {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mb := float64(ms.HeapInuse) / (1 << 20)
+	h := &p.health
+	h.heapMu.Lock()
+	defer h.heapMu.Unlock()
+	if h.heapFirst == 0 {
+		h.heapFirst = mb
+	}
+	h.heapMax = max(h.heapMax, mb)
+	h.heapLast = mb
 }
 
 func gcPauseSeconds() float64 {

@@ -69,9 +69,11 @@ const MarkerStream = ^uint32(0)
 //	    70   16  intended send time (int64 ns as uint64, two's complement)
 //	    86   16  actual send time   (int64 ns as uint64, two's complement)
 //	   102    1  '.'
-//	   103    8  CRC-32C (Castagnoli) of bytes [0,103)
+//	   103    8  CRC-32C (Castagnoli) of bytes [0,103) and [112,len): the
+//	             whole payload but the checksum itself, so a corrupted or
+//	             truncated body is caught, not only a corrupted header
 //	   111    1  ';'
-//	   112       padding: Filler up to len(payload)
+//	   112       body (EncodeWith), then Filler up to len(payload)
 const (
 	offRun       = 4
 	offSep1      = 36
@@ -150,8 +152,14 @@ func getHex(src []byte) (v uint64, ok bool) {
 
 // Encode writes s at the start of dst and pads the rest of dst with text-safe
 // filler. len(dst) must be >= StampSize (else ErrShort). No allocation.
-func (s *Stamp) Encode(dst []byte) error {
-	if len(dst) < StampSize {
+func (s *Stamp) Encode(dst []byte) error { return s.EncodeWith(dst, nil) }
+
+// EncodeWith writes s at the start of dst, then body, then filler up to
+// len(dst); the checksum covers all of it. body should be printable ASCII to
+// keep the payload text-safe. len(dst) must be >= StampSize+len(body) (else
+// ErrShort). No allocation.
+func (s *Stamp) EncodeWith(dst, body []byte) error {
+	if len(dst) < StampSize+len(body) {
 		return ErrShort
 	}
 	copy(dst, Magic)
@@ -167,20 +175,26 @@ func (s *Stamp) Encode(dst []byte) error {
 	putHex(dst[offIntended:offSent], uint64(s.Intended))
 	putHex(dst[offSent:offSep3], uint64(s.Sent))
 	dst[offSep3] = '.'
-	putHex(dst[offCRC:offEnd], uint64(crc32.Checksum(dst[:offCRC], castagnoli)))
 	dst[offEnd] = ';'
-	if pad := dst[StampSize:]; len(pad) > 0 {
+	n := copy(dst[StampSize:], body)
+	if pad := dst[StampSize+n:]; len(pad) > 0 {
 		pad[0] = Filler
 		for i := 1; i < len(pad); i *= 2 {
 			copy(pad[i:], pad[:i])
 		}
 	}
+	putHex(dst[offCRC:offEnd], uint64(checksum(dst)))
 	return nil
 }
 
+// checksum is the CRC-32C of p without its checksum field.
+func checksum(p []byte) uint32 {
+	return crc32.Update(crc32.Checksum(p[:offCRC], castagnoli), castagnoli, p[StampSize:])
+}
+
 // Decode parses the stamp at the start of src into s. No allocation. Errors:
-// ErrShort, ErrMagic, ErrChecksum (bare; test with errors.Is). The padding is
-// not inspected. On error s is left unchanged.
+// ErrShort, ErrMagic, ErrChecksum (bare; test with errors.Is). The checksum
+// covers the whole payload. On error s is left unchanged.
 func Decode(src []byte, s *Stamp) error {
 	if len(src) < StampSize {
 		return ErrShort
@@ -192,7 +206,7 @@ func Decode(src []byte, s *Stamp) error {
 		return ErrChecksum
 	}
 	sum, ok := getHex(src[offCRC:offEnd])
-	if !ok || uint32(sum) != crc32.Checksum(src[:offCRC], castagnoli) {
+	if !ok || uint32(sum) != checksum(src) {
 		return ErrChecksum
 	}
 	var run RunID

@@ -79,7 +79,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"upper-case hex", mut(offRun, 'A'), ErrChecksum},
 		{"separator", mut(offSep2, '-'), ErrChecksum},
 		{"terminator", mut(offEnd, '.'), ErrChecksum},
-		{"padding ignored", mut(StampSize+3, 'z'), nil},
+		{"padding corrupted", mut(StampSize+3, 'z'), ErrChecksum},
+		{"truncated", good[:len(good)-1], ErrChecksum},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,13 +155,13 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, pub, stream uint32, seq uint64, intended, sent int64) {
 		var got Stamp
 		if err := Decode(data, &got); err == nil {
-			// A valid stamp is canonical: re-encoding reproduces it.
-			buf := make([]byte, StampSize)
-			if err := got.Encode(buf); err != nil {
+			// A valid stamp is canonical: re-encoding with the same body reproduces it.
+			buf := make([]byte, len(data))
+			if err := got.EncodeWith(buf, data[StampSize:]); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(buf, data[:StampSize]) {
-				t.Fatalf("re-encoded %q, decoded from %q", buf, data[:StampSize])
+			if !bytes.Equal(buf, data) {
+				t.Fatalf("re-encoded %q, decoded from %q", buf, data)
 			}
 		}
 		in := Stamp{Run: testRun, Publisher: pub, Stream: stream, Seq: seq, Intended: intended, Sent: sent}
@@ -170,6 +171,15 @@ func FuzzDecode(f *testing.F) {
 		}
 		if err := Decode(buf, &got); err != nil || got != in {
 			t.Fatalf("round trip: %+v, %v; want %+v", got, err, in)
+		}
+		// With a body after the stamp.
+		body := data[:min(len(data), 32)]
+		buf = make([]byte, StampSize+len(body)+len(data)%16)
+		if err := in.EncodeWith(buf, body); err != nil {
+			t.Fatal(err)
+		}
+		if err := Decode(buf, &got); err != nil || got != in || !bytes.Equal(buf[StampSize:StampSize+len(body)], body) {
+			t.Fatalf("round trip with body: %+v, %v; want %+v", got, err, in)
 		}
 	})
 }

@@ -137,6 +137,23 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.tgt.Protocol() == target.MQTT {
 		o.cfg.MaxStreams = 100000
 	}
+	// Flags have non-zero defaults, so a zero here was typed: reject it before
+	// Defaults would replace it.
+	if o.cfg.Rate <= 0 {
+		errs = append(errs, fmt.Errorf("probe: --rate must be > 0 messages/s, got %v", o.cfg.Rate))
+	}
+	if o.cfg.Streams < 1 {
+		errs = append(errs, fmt.Errorf("probe: --streams must be >= 1, got %d", o.cfg.Streams))
+	}
+	if o.cfg.Subscribers < 1 {
+		errs = append(errs, fmt.Errorf("probe: --subscribers must be >= 1, got %d", o.cfg.Subscribers))
+	}
+	if o.cfg.Ledger.Window <= 0 || o.cfg.Ledger.Latency <= 0 || o.cfg.Ledger.LostAfter <= 0 || o.cfg.Live <= 0 {
+		errs = append(errs, errors.New("probe: --window, --latency, --lost-after and --live must be > 0"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	o.cfg.Defaults()
 	if err := o.cfg.Validate(); err != nil {
 		errs = append(errs, err)
@@ -198,18 +215,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	if o.runID != "" {
 		run, _ = verify.ParseRunID(o.runID)
 	}
+	// couldNotRun reports a failure before anything was measured: one line, and
+	// the --json/--junit files still say so (verdict inconclusive, never pass).
+	couldNotRun := func(err error) int {
+		printErr(stderr, err)
+		out := probe.Outcome{RunID: run.String(), StartedAt: time.Now(), Errors: []string{err.Error()}}
+		out.Verdict, out.Reason = verify.Inconclusive, "could not run: "+err.Error()
+		out.Gates = []verify.Gate{}
+		out.Windows = []verify.Window{}
+		if werr := writeOutputs(o, out); werr != nil {
+			printErr(stderr, werr)
+		}
+		return exitCouldNotRun
+	}
 	tgt, err := target.Open(o.tgt)
 	if err != nil {
-		printErr(stderr, err)
-		return exitCouldNotRun
+		return couldNotRun(err)
 	}
 	defer tgt.Close()
 	checkCtx, cancel := context.WithTimeout(hard, 10*time.Second)
 	err = tgt.Check(checkCtx)
 	cancel()
 	if err != nil {
-		printErr(stderr, fmt.Errorf("probe: cannot use %s: %w", tgt.Describe(), err))
-		return exitCouldNotRun
+		return couldNotRun(fmt.Errorf("probe: cannot use %s: %w", tgt.Describe(), err))
 	}
 	fmt.Fprintf(stderr, "probe: run %s against %s: %d stream(s) × %g msg/s, %d subscriber(s), %s\n",
 		run, tgt.Describe(), o.cfg.Streams, o.cfg.Rate, o.cfg.Subscribers, durationText(o.cfg.Duration))
@@ -226,7 +254,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	if runErr != nil {
 		out.Errors = append(out.Errors, runErr.Error())
 	}
-	if lb := tgt.Embedded(); lb != nil && o.faults != (localbus.Faults{}) {
+	if lb := tgt.Embedded(); lb != nil && o.faults.Drop+o.faults.Duplicate+o.faults.Delay+o.faults.Corrupt > 0 {
 		inj := lb.Injected()
 		fmt.Fprintf(stderr, "probe: embedded bus injected: %+v\n", inj)
 	}
@@ -238,9 +266,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	code := exitCode(out.Result.Verdict)
 	if runErr != nil {
 		printErr(stderr, runErr)
-		code = exitCouldNotRun
-		if errors.Is(runErr, mqtt.ErrQoSDowngraded) {
+		switch {
+		case errors.Is(runErr, mqtt.ErrQoSDowngraded):
 			code = exitUsage
+		case out.Counts.Corrupt+out.Counts.Unexpected > 0:
+			// The bus delivered garbage: a hard failure of the bus, not of the run.
+			fmt.Fprintf(stderr, "probe: FAIL: the bus delivered %d corrupt and %d unexpected payloads\n", out.Counts.Corrupt, out.Counts.Unexpected)
+			code = exitFail
+		default:
+			code = exitCouldNotRun
 		}
 	}
 	if err := writeOutputs(o, out); err != nil {

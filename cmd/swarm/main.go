@@ -1,0 +1,479 @@
+// Command swarm puts realistic load on a pub/sub event bus: simulated
+// learners and proctors of weighted kinds sharing one ID pool, over HTTP
+// long-poll (Nchan's protocol) or MQTT, backing off on every error, stopping
+// cleanly, and verifying the delivery of their own messages.
+//
+// With no --target it starts the embedded bus in-process. It prints a live
+// table every --live, a final table, and with --json FILE the result (field
+// names below). Exit codes, as probe: 0 pass, 1 SLO failed, 2 usage or
+// configuration error, 3 inconclusive, 4 could not run.
+//
+// The first SIGINT/SIGTERM stops every user at once (open polls cut, retries
+// cancelled, nothing new sent) and still writes the report; a second exits at
+// once with 130.
+//
+// JSON result fields: run_id, protocol, target, shard, shards, started_at,
+// ended_at, interrupted, drained; verdict, reason, counts, latency_ms,
+// late_ms, gates (pooled over both directions, gates on the pooled counts,
+// each latency percentile the larger of the two directions'); streams
+// ("learner_to_proctor", "proctor_to_learner": probe's result shape per
+// direction, windows and histograms included); users {started, by_kind};
+// operations (per operation: count, failures, failures_by_class,
+// rate_per_s, latency_ms, failure_latency_ms, histograms); id_pool {free,
+// active}.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/eventswarm/eventswarm/behaviours"
+	"github.com/eventswarm/eventswarm/bus"
+	"github.com/eventswarm/eventswarm/localbus"
+	"github.com/eventswarm/eventswarm/report"
+	"github.com/eventswarm/eventswarm/stats"
+	"github.com/eventswarm/eventswarm/target"
+	"github.com/eventswarm/eventswarm/verify"
+)
+
+// Exit codes (DESIGN.md).
+const (
+	exitPass         = 0
+	exitFail         = 1
+	exitUsage        = 2
+	exitInconclusive = 3
+	exitCouldNotRun  = 4
+	exitSignal       = 130
+)
+
+// usageError carries exit code 2; runError exit code 4.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+type runError struct{ err error }
+
+func (e runError) Error() string { return e.err.Error() }
+func (e runError) Unwrap() error { return e.err }
+
+// codeOf maps an error to its exit code.
+func codeOf(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitCouldNotRun
+}
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, true))
+}
+
+// options are the parsed flags.
+type options struct {
+	tgt         target.Config
+	cfg         behaviours.Config
+	faults      localbus.Faults
+	faultDelays string
+	hold        time.Duration
+	jsonPath    string
+	live        time.Duration
+	quiet       bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	var (
+		weights, stages, learnerIvl, controlIvl, drain, runID string
+		shardFlag                                             string
+	)
+	fs := flag.NewFlagSet("swarm", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.tgt.URL, "target", "", "bus URL: mqtt://host:1883, mqtts://host:8883, http://host:port/ (Nchan long-poll); empty = embedded bus")
+	fs.StringVar(&o.tgt.Embedded, "embedded", "http", "protocol against the embedded bus when --target is empty: http or mqtt")
+	fs.IntVar(&o.tgt.QoS, "qos", 1, "MQTT QoS for publish and subscribe: 0, 1 or 2")
+	fs.StringVar(&o.tgt.Username, "username", "", "MQTT username")
+	fs.StringVar(&o.tgt.Password, "password", os.Getenv("EVENTSWARM_PASSWORD"), "MQTT password (default $EVENTSWARM_PASSWORD)")
+	fs.StringVar(&o.tgt.CAFile, "ca-file", "", "PEM CA bundle to verify mqtts/https servers")
+	fs.BoolVar(&o.tgt.Insecure, "insecure", false, "skip TLS certificate verification (explicit opt-in)")
+	fs.StringVar(&o.tgt.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL")
+	fs.StringVar(&o.tgt.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL")
+	fs.DurationVar(&o.tgt.PublishTimeout, "publish-timeout", 5*time.Second, "a publish not acknowledged within this has an unknown outcome")
+
+	fs.IntVar(&o.cfg.Users, "users", 100, "simulated users (all shards together)")
+	fs.Float64Var(&o.cfg.SpawnRate, "spawn-rate", 10, "users started per second")
+	fs.DurationVar(&o.cfg.Duration, "duration", time.Minute, "publishing time (then subscribers drain); not with --stages")
+	fs.StringVar(&stages, "stages", "", "ramp like k6: duration:users,… e.g. 30s:100,2m:1000,30s:0 (replaces --duration and --spawn-rate)")
+	fs.StringVar(&weights, "weights", "learner=20,proctor=1", "relative numbers of users per kind")
+	fs.IntVar(&o.cfg.Items, "items", behaviours.DefaultItems, "events per learner session before its finished event")
+	fs.StringVar(&learnerIvl, "learner-interval", "1s-3s", "time between a learner's events: a duration or a range")
+	fs.StringVar(&controlIvl, "control-interval", "5s-10s", "time between a proctor's control rounds: a duration or a range")
+	fs.IntVar(&o.cfg.ControlFanout, "control-fanout", behaviours.DefaultControlFanout, "learners a proctor sends a control message per round")
+	fs.IntVar(&o.cfg.LearnersPerProctor, "learners-per-proctor", behaviours.DefaultLearnersPerProctor, "learner IDs a proctor watches (≤ 255 on long-poll)")
+	fs.DurationVar(&o.cfg.ProctorTimeout, "proctor-timeout", behaviours.DefaultProctorTimeout, "a proctor session ends after this even if its learners have not finished")
+	fs.IntVar(&o.cfg.PayloadSize, "payload-size", behaviours.DefaultPayloadSize, "bytes per message")
+	fs.StringVar(&drain, "drain", "auto", "how long subscribers keep receiving after publishing stops: a duration, 0 for none, auto = --lost-after + --grace")
+
+	fs.DurationVar(&o.cfg.Verify.Latency, "latency", 2*time.Second, "on-time bound (inclusive)")
+	fs.Float64Var(&o.cfg.Verify.Gates.Within, "within", 0.95, "fraction of expected messages that must be on time")
+	fs.DurationVar(&o.cfg.Verify.LostAfter, "lost-after", 15*time.Second, "a message not delivered within this is lost")
+	fs.DurationVar(&o.cfg.Verify.Grace, "grace", time.Second, "extra time after --lost-after before a message is final")
+	fs.Uint64Var(&o.cfg.Verify.Gates.MaxLost, "max-lost", 0, "most lost messages allowed")
+	fs.Uint64Var(&o.cfg.Verify.Gates.MaxDuplicates, "max-duplicates", 0, "most duplicate deliveries allowed")
+	fs.Float64Var(&o.cfg.Verify.Gates.MinPublishAvailability, "min-publish-availability", 0.999, "fraction of publishes that must succeed")
+
+	fs.StringVar(&o.jsonPath, "json", "", "write the result as JSON to FILE (- for stdout)")
+	fs.DurationVar(&o.live, "live", 5*time.Second, "interval of the live table")
+	fs.BoolVar(&o.quiet, "quiet", false, "no live table")
+	fs.StringVar(&runID, "run-id", "", "run ID (32 hex digits), the same on every shard; default random")
+	fs.StringVar(&shardFlag, "shard", os.Getenv("JOB_COMPLETION_INDEX"), "this shard's index (default $JOB_COMPLETION_INDEX, else 0)")
+	fs.IntVar(&o.cfg.Shards, "shards", 1, "number of shards")
+	fs.Uint64Var(&o.cfg.Seed, "seed", 0, "seed of the users' random choices (default random)")
+
+	fs.Float64Var(&o.faults.Drop, "fault-drop", 0, "embedded bus only: fraction of deliveries to drop")
+	fs.Float64Var(&o.faults.Duplicate, "fault-duplicate", 0, "embedded bus only: fraction of deliveries to duplicate")
+	fs.Float64Var(&o.faults.Delay, "fault-delay", 0, "embedded bus only: fraction of deliveries to delay by one of --fault-delays")
+	fs.StringVar(&o.faultDelays, "fault-delays", "3s,16s", "embedded bus only: comma-separated delays for --fault-delay")
+	fs.Uint64Var(&o.faults.Seed, "fault-seed", 1, "embedded bus only: seed of the fault decisions")
+	fs.DurationVar(&o.hold, "hold", 25*time.Second, "embedded bus only: long-poll hold before 408")
+
+	// The flag package calls Usage on every parse error; print it only for -h,
+	// so a bad flag gets one line.
+	fs.Usage = func() {}
+	usage := func() {
+		fmt.Fprintf(stderr, "Usage: swarm [flags]\n\nRuns weighted learners and proctors against a bus and verifies their own traffic.\nExit codes: 0 pass, 1 SLO failed, 2 usage error, 3 inconclusive, 4 could not run.\n\nFlags:\n")
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage()
+			return nil, err
+		}
+		return nil, fmt.Errorf("swarm: %v (run swarm -h for the flags)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("swarm: unexpected argument %q (flags only; run swarm -h)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	var errs []error
+	addErr := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var err error
+	o.cfg.Weights, err = behaviours.ParseWeights(weights)
+	addErr(err)
+	o.cfg.Stages, err = behaviours.ParseStages(stages)
+	addErr(err)
+	if len(o.cfg.Stages) > 0 {
+		if set["duration"] {
+			errs = append(errs, errors.New("swarm: give --duration or --stages, not both"))
+		}
+		o.cfg.Duration = 0 // the stages' total
+		if !set["users"] {
+			o.cfg.Users = 0 // the stages' peak
+		}
+	} else if o.cfg.Duration == 0 {
+		errs = append(errs, errors.New("swarm: --duration must be > 0"))
+	}
+	o.cfg.LearnerInterval, err = behaviours.ParseRange(learnerIvl)
+	addErr(prefixErr("--learner-interval", err))
+	o.cfg.ControlInterval, err = behaviours.ParseRange(controlIvl)
+	addErr(prefixErr("--control-interval", err))
+	switch drain {
+	case "auto", "":
+	case "0", "0s":
+		o.cfg.Drain = behaviours.NoDrain
+	default:
+		d, err := time.ParseDuration(drain)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("swarm: --drain %q: want a duration >= 0 or auto", drain))
+		} else {
+			o.cfg.Drain = d
+		}
+	}
+	if o.cfg.SpawnRate <= 0 && len(o.cfg.Stages) == 0 {
+		errs = append(errs, fmt.Errorf("swarm: --spawn-rate must be > 0 users/s, got %v", o.cfg.SpawnRate))
+	}
+	if runID != "" {
+		if o.cfg.Run, err = verify.ParseRunID(runID); err != nil {
+			errs = append(errs, fmt.Errorf("swarm: --run-id: %v", err))
+		}
+	}
+	if shardFlag != "" {
+		if o.cfg.Shard, err = strconv.Atoi(shardFlag); err != nil {
+			errs = append(errs, fmt.Errorf("swarm: --shard %q is not an integer", shardFlag))
+		}
+	}
+	if o.live <= 0 {
+		errs = append(errs, fmt.Errorf("swarm: --live must be > 0, got %v", o.live))
+	}
+	if o.faults.Drop+o.faults.Duplicate+o.faults.Delay > 0 {
+		if o.tgt.URL != "" {
+			errs = append(errs, errors.New("swarm: --fault-* flags only apply to the embedded bus (no --target)"))
+		}
+		for _, f := range strings.Split(o.faultDelays, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(f))
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("swarm: --fault-delays: %q is not a positive duration", f))
+				continue
+			}
+			o.faults.Delays = append(o.faults.Delays, d)
+		}
+		o.faults.Skip = behaviours.IsMarker
+	}
+	o.tgt.Bus = localbus.Config{Hold: o.hold, Faults: o.faults}
+	o.tgt.Backoff = o.cfg.Backoff
+	addErr(o.tgt.Validate())
+	o.cfg.LongPoll = o.tgt.Protocol() == target.HTTP
+	if len(errs) == 0 {
+		// Only once each flag parsed: Validate would repeat the problems above.
+		addErr(o.cfg.Validate())
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return o, nil
+}
+
+func prefixErr(flag string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("swarm: %s: %w", flag, err)
+}
+
+// run is main without os.Exit, for tests. handleSignals installs the
+// SIGINT/SIGTERM handling: the first stops the run at once (the report is
+// still written), the second exits with 130.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSignals bool) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitPass
+	}
+	if err != nil {
+		printErr(stderr, err)
+		return exitUsage
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if handleSignals {
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+		go func() {
+			n := 0
+			for range sigs {
+				n++
+				if n == 1 {
+					fmt.Fprintln(stderr, "swarm: stopping every user now (signal again to exit at once)")
+					stop()
+					continue
+				}
+				os.Exit(exitSignal)
+			}
+		}()
+	}
+	code, err := swarm(ctx, o, stdout, stderr)
+	if err != nil {
+		printErr(stderr, err)
+		return codeOf(err)
+	}
+	return code
+}
+
+// swarm runs the load and reports; an error is a usageError or a runError.
+func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, error) {
+	embedded := o.tgt.URL == ""
+	if err := preflight(o.cfg, o.tgt.Protocol(), embedded); err != nil {
+		return 0, err
+	}
+	tgt, err := target.Open(o.tgt)
+	if err != nil {
+		return 0, runError{err}
+	}
+	defer tgt.Close()
+	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = tgt.Check(checkCtx)
+	cancel()
+	if err != nil {
+		return 0, runError{fmt.Errorf("swarm: cannot use %s: %w", tgt.Describe(), err)}
+	}
+	r, err := behaviours.New(o.cfg, tgt.Dialer())
+	if err != nil {
+		return 0, usageError{err}
+	}
+	cfg := r.Config()
+	fmt.Fprintf(stderr, "swarm: run %s shard %d/%d against %s: %d users (%s), %s\n",
+		cfg.Run, cfg.Shard, cfg.Shards, tgt.Describe(), cfg.Users, cfg.Weights, plan(cfg))
+
+	var wg sync.WaitGroup
+	liveCtx, stopLive := context.WithCancel(ctx)
+	if !o.quiet {
+		wg.Go(func() { live(liveCtx, r, o.live, stderr) })
+	}
+	var stoppedAt atomic.Int64
+	stopWatch := context.AfterFunc(ctx, func() { stoppedAt.Store(time.Now().UnixNano()) })
+	s, err := r.Run(ctx)
+	if !stopWatch() {
+		if at := stoppedAt.Load(); at != 0 {
+			fmt.Fprintf(stderr, "swarm: every user stopped in %v\n", time.Since(time.Unix(0, at)).Round(time.Millisecond))
+		}
+	}
+	stopLive()
+	wg.Wait()
+	if err != nil {
+		return 0, runError{err}
+	}
+	if lb := tgt.Embedded(); lb != nil && o.faults.Drop+o.faults.Duplicate+o.faults.Delay > 0 {
+		fmt.Fprintf(stderr, "swarm: embedded bus injected: %+v\n", lb.Injected())
+	}
+	out := newOutput(s, tgt, cfg)
+	var errs []error
+	if err := report.OpsTable(stdout, s.Ops); err != nil {
+		errs = append(errs, err)
+	}
+	fmt.Fprintln(stdout, report.UsersLine(s.UsersByKind, map[string]int{"free": s.PoolFree, "active": s.PoolActive}))
+	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
+		fmt.Fprintf(stdout, "%s: %s\n", name, report.VerdictLine(s.Streams[name]))
+	}
+	if err := report.Table(stdout, s.Result); err != nil {
+		errs = append(errs, err)
+	}
+	if s.Interrupted {
+		fmt.Fprintln(stdout, "swarm: the run was interrupted; messages still in flight are pending, not lost")
+	}
+	if o.jsonPath != "" {
+		if err := report.WriteJSON(o.jsonPath, out); err != nil {
+			errs = append(errs, fmt.Errorf("swarm: --json: %w", err))
+		}
+	}
+	code := exitCode(s.Result.Verdict)
+	if len(errs) > 0 {
+		printErr(stderr, errors.Join(errs...))
+		if code == exitPass {
+			code = exitCouldNotRun
+		}
+	}
+	return code, nil
+}
+
+func plan(c behaviours.Config) string {
+	if len(c.Stages) > 0 {
+		parts := make([]string, len(c.Stages))
+		for i, st := range c.Stages {
+			parts[i] = st.Duration.String() + ":" + strconv.Itoa(st.Target)
+		}
+		return "stages " + strings.Join(parts, ",")
+	}
+	return fmt.Sprintf("%g users/s for %v", c.SpawnRate, c.Duration)
+}
+
+// live prints, every interval, a Locust-like table of the last interval's
+// operations, the users and the delivery so far.
+func live(ctx context.Context, r *behaviours.Runner, every time.Duration, w io.Writer) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var prev stats.Snapshot
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p := r.Progress()
+		fmt.Fprintln(w, report.LiveLine(p.Elapsed, p.Result)+" ["+p.Phase+"]")
+		fmt.Fprintln(w, report.UsersLine(p.Active, map[string]int{"free": p.PoolFree, "active": p.PoolActive}))
+		_ = report.OpsTable(w, p.Ops.Delta(prev))
+		prev = p.Ops
+	}
+}
+
+// output is the --json result; see the package comment for the fields.
+type output struct {
+	verify.Result
+	RunID       string                   `json:"run_id"`
+	Protocol    string                   `json:"protocol"`
+	Target      string                   `json:"target"`
+	Shard       int                      `json:"shard"`
+	Shards      int                      `json:"shards"`
+	StartedAt   time.Time                `json:"started_at"`
+	EndedAt     time.Time                `json:"ended_at"`
+	Interrupted bool                     `json:"interrupted"`
+	Drained     bool                     `json:"drained"`
+	Streams     map[string]verify.Result `json:"streams"`
+	Users       users                    `json:"users"`
+	Operations  stats.Snapshot           `json:"operations"`
+	IDPool      idPool                   `json:"id_pool"`
+}
+
+type users struct {
+	Started int            `json:"started"`
+	ByKind  map[string]int `json:"by_kind"`
+}
+
+type idPool struct {
+	Free   int `json:"free"`
+	Active int `json:"active"`
+}
+
+func newOutput(s behaviours.Summary, tgt *target.Target, cfg behaviours.Config) output {
+	streams := make(map[string]verify.Result, len(s.Streams))
+	for name, r := range s.Streams {
+		r.Subscribers = nil // one per session: too many to be useful here
+		streams[name] = r
+	}
+	return output{
+		Result: s.Result, RunID: s.Run.String(), Protocol: tgt.Protocol(), Target: tgt.Describe(),
+		Shard: cfg.Shard, Shards: cfg.Shards, StartedAt: s.Start, EndedAt: s.End,
+		Interrupted: s.Interrupted, Drained: s.Drained, Streams: streams,
+		Users:      users{Started: s.UsersStarted, ByKind: s.UsersByKind},
+		Operations: s.Ops, IDPool: idPool{Free: s.PoolFree, Active: s.PoolActive},
+	}
+}
+
+func exitCode(v verify.Verdict) int {
+	switch v {
+	case verify.Pass:
+		return exitPass
+	case verify.Fail:
+		return exitFail
+	}
+	return exitInconclusive
+}
+
+// printErr prints each joined error on its own line; a classified transport
+// error gets a hint on the same line.
+func printErr(w io.Writer, err error) {
+	hint := ""
+	switch {
+	case errors.Is(err, bus.ErrUnreachable):
+		hint = " (is the bus running and the --target host:port right?)"
+	case errors.Is(err, bus.ErrProtocol):
+		hint = " (the port answered, but not with the protocol of the --target scheme: mqtt:// vs http://)"
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for i, line := range lines {
+		if i == len(lines)-1 {
+			line += hint
+		}
+		fmt.Fprintln(w, line)
+	}
+}
