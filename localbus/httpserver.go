@@ -305,13 +305,12 @@ func (b *Bus) startHTTP() error {
 	}
 	b.httpLn = ln
 	b.httpSrv = &fasthttp.Server{
-		Handler:               b.serveHTTP,
-		Name:                  "localbus",
-		Concurrency:           httpConcurrency,
-		MaxRequestBodySize:    b.cfg.MaxMessageSize + 64<<10, // the handler answers 413 above MaxMessageSize
-		CloseOnShutdown:       true,
-		NoDefaultServerHeader: false,
-		Logger:                fasthttpLogger{b.cfg.Logger},
+		Handler:            b.serveHTTP,
+		Name:               "localbus",
+		Concurrency:        httpConcurrency,
+		MaxRequestBodySize: b.cfg.MaxMessageSize + 64<<10, // the handler answers 413 above MaxMessageSize
+		CloseOnShutdown:    true,
+		Logger:             fasthttpLogger{b.cfg.Logger},
 	}
 	b.wg.Add(2)
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -426,4 +427,56 @@ func TestHTTPScale(t *testing.T) {
 		}
 	}
 	t.Logf("all %d woken and answered in %v", n, time.Since(start))
+}
+
+func TestStoreSweep(t *testing.T) {
+	s := &store{
+		bufLen: 10, bufTimeout: time.Minute, subIdle: time.Minute,
+		start: time.Now(), channels: map[string]*channel{}, subs: map[string]*subscriber{},
+	}
+	s.publish("old", []byte("a"), "", nil)
+	s.publish("kept", []byte("b"), "", nil)
+	s.channels["old"].msgs()[0].at = s.clock().Add(-2 * time.Minute)
+	s.channel("waited").waiters[&waiter{ch: make(chan struct{}, 1)}] = struct{}{}
+	now := time.Now()
+	s.subs["idle"] = &subscriber{lastSeen: now.Add(-2 * time.Minute)}
+	s.subs["active"] = &subscriber{lastSeen: now}
+	s.subs["holding"] = &subscriber{lastSeen: now.Add(-2 * time.Minute), held: &waiter{}}
+	s.sweep(now)
+	var chans, subs []string
+	for n := range s.channels {
+		chans = append(chans, n)
+	}
+	for n := range s.subs {
+		subs = append(subs, n)
+	}
+	sort.Strings(chans)
+	sort.Strings(subs)
+	if got := strings.Join(chans, ","); got != "kept,waited" {
+		t.Errorf("channels after sweep: %s, want kept,waited", got)
+	}
+	if got := strings.Join(subs, ","); got != "active,holding" {
+		t.Errorf("subscribers after sweep: %s, want active,holding", got)
+	}
+}
+
+func TestChannelRing(t *testing.T) {
+	c := &channel{}
+	for i := uint64(1); i <= 200; i++ {
+		c.buf = append(c.buf, &message{seq: i})
+		if len(c.msgs()) > 50 {
+			c.popFront()
+		}
+		ms := c.msgs()
+		wantFirst := uint64(1)
+		if i > 50 {
+			wantFirst = i - 49
+		}
+		if ms[len(ms)-1].seq != i || ms[0].seq != wantFirst {
+			t.Fatalf("after %d: first %d last %d", i, ms[0].seq, ms[len(ms)-1].seq)
+		}
+		if got := c.firstAfter(i - 1); got != len(ms)-1 {
+			t.Fatalf("firstAfter(%d) = %d, want %d", i-1, got, len(ms)-1)
+		}
+	}
 }

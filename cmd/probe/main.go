@@ -41,15 +41,16 @@ func main() {
 
 // options are the parsed flags.
 type options struct {
-	tgt         target.Config
-	cfg         probe.Config
-	faults      localbus.Faults
-	faultDelays string
-	hold        time.Duration
-	jsonPath    string
-	junitPath   string
-	runID       string
-	quiet       bool
+	tgt            target.Config
+	cfg            probe.Config
+	faults         localbus.Faults
+	faultDelays    string
+	hold           time.Duration
+	jsonPath       string
+	junitPath      string
+	runID          string
+	quiet          bool
+	connectTimeout time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -76,6 +77,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.cfg.TopicPrefix, "topic-prefix", "eventswarm.probe", "topics are <prefix>.<run id>.<stream>")
 	fs.DurationVar(&o.cfg.Ledger.Window, "window", time.Minute, "window length for per-window results")
 	fs.DurationVar(&o.cfg.Live, "live", 5*time.Second, "interval of the live line")
+	fs.DurationVar(&o.cfg.BarrierTimeout, "barrier-timeout", 15*time.Second, "how long subscribers may take to receive the first readiness marker")
+	fs.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "how long the first reach of the target may take")
 
 	fs.DurationVar(&o.cfg.Ledger.Latency, "latency", 2*time.Second, "on-time bound (inclusive)")
 	fs.Float64Var(&o.cfg.Ledger.Gates.Within, "within", 0.95, "fraction of expected messages that must be on time")
@@ -148,8 +151,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.cfg.Subscribers < 1 {
 		errs = append(errs, fmt.Errorf("probe: --subscribers must be >= 1, got %d", o.cfg.Subscribers))
 	}
-	if o.cfg.Ledger.Window <= 0 || o.cfg.Ledger.Latency <= 0 || o.cfg.Ledger.LostAfter <= 0 || o.cfg.Live <= 0 {
-		errs = append(errs, errors.New("probe: --window, --latency, --lost-after and --live must be > 0"))
+	if o.cfg.Ledger.Window <= 0 || o.cfg.Ledger.Latency <= 0 || o.cfg.Ledger.LostAfter <= 0 || o.cfg.Live <= 0 ||
+		o.cfg.BarrierTimeout <= 0 || o.connectTimeout <= 0 {
+		errs = append(errs, errors.New("probe: --window, --latency, --lost-after, --live, --barrier-timeout and --connect-timeout must be > 0"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -233,7 +237,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		return couldNotRun(err)
 	}
 	defer tgt.Close()
-	checkCtx, cancel := context.WithTimeout(hard, 10*time.Second)
+	checkCtx, cancel := context.WithTimeout(hard, o.connectTimeout)
 	err = tgt.Check(checkCtx)
 	cancel()
 	if err != nil {

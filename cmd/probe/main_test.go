@@ -25,7 +25,7 @@ func runProbe(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 // fast are flags that scale the SLO clock down so a run takes seconds.
-var fast = []string{"--duration", "2s", "--warmup", "0", "--rate", "40", "--latency", "200ms", "--lost-after", "1s", "--grace", "200ms", "--quiet", "--hold", "2s"}
+var fast = []string{"--barrier-timeout", "2s", "--connect-timeout", "2s", "--duration", "2s", "--warmup", "0", "--rate", "40", "--latency", "200ms", "--lost-after", "1s", "--grace", "200ms", "--quiet", "--hold", "2s"}
 
 func closedPort(t *testing.T) string {
 	t.Helper()
@@ -109,12 +109,16 @@ func TestCouldNotRun(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, _, stderr := runProbe(t, tt.args...)
+			jsonPath := filepath.Join(t.TempDir(), "r.json")
+			code, _, stderr := runProbe(t, append(tt.args, "--connect-timeout", "2s", "--json", jsonPath)...)
 			if code != exitCouldNotRun {
 				t.Fatalf("exit %d, want %d; stderr: %s", code, exitCouldNotRun, stderr)
 			}
 			if !strings.Contains(stderr, tt.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
 				t.Fatalf("stderr %q: want one clear line containing %q", stderr, tt.want)
+			}
+			if res := readResult(t, jsonPath); res.Verdict != "inconclusive" {
+				t.Fatalf("--json verdict %q, want inconclusive when the probe could not run", res.Verdict)
 			}
 		})
 	}
