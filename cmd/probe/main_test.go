@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -128,7 +129,7 @@ func TestCouldNotRun(t *testing.T) {
 // every poll is answered with body(n).
 func fakeLongPoll(t *testing.T, body func(n int) (int, string)) string {
 	t.Helper()
-	n := 0
+	var polls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
 		case http.MethodPost:
@@ -138,7 +139,7 @@ func fakeLongPoll(t *testing.T, body func(n int) (int, string)) string {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		n++
+		n := int(polls.Add(1))
 		status, b := body(n)
 		if status == http.StatusOK {
 			w.Header().Set("Last-Modified", time.Now().UTC().Format(http.TimeFormat))
