@@ -168,6 +168,10 @@ type Summary struct {
 	// for at least LostAfter + Grace; otherwise the ledgers' unfinished tail
 	// is pending (inconclusive).
 	Drained bool
+	// StopTook is how long it took, once every remaining user was told to stop
+	// (at the end of the drain, or at once on interruption), until every user
+	// goroutine had ended and its connection was closed.
+	StopTook time.Duration
 	// Result pools both directions: counts added, the verdict from the gates on
 	// the pooled counts, and each latency percentile the larger of the two
 	// directions' (an upper bound of the pooled percentile). No windows.
@@ -332,7 +336,9 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		}
 	}
 	stopSub()
+	cut := time.Now()
 	<-allDone
+	stopTook := time.Since(cut)
 	stopAdv()
 	advWG.Wait()
 
@@ -341,7 +347,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	ct := r.control.Finish(now, drained)
 	r.phase.Store(PhaseDone)
 	s := Summary{
-		Run: cfg.Run, Start: start, End: time.Now(), Interrupted: interrupted, Drained: drained,
+		Run: cfg.Run, Start: start, End: time.Now(), Interrupted: interrupted, Drained: drained, StopTook: stopTook,
 		Result:      combine(cfg.Verify.Gates, ev, ct),
 		Streams:     map[string]verify.Result{StreamLearnerToProctor: ev, StreamProctorToLearner: ct},
 		UsersByKind: map[string]int{},

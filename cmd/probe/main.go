@@ -13,12 +13,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strings"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
-	"github.com/eventswarm/eventswarm/bus"
-	"github.com/eventswarm/eventswarm/localbus"
+	"github.com/eventswarm/eventswarm/cmd/internal/cli"
 	"github.com/eventswarm/eventswarm/mqtt"
 	"github.com/eventswarm/eventswarm/probe"
 	"github.com/eventswarm/eventswarm/report"
@@ -26,13 +25,13 @@ import (
 	"github.com/eventswarm/eventswarm/verify"
 )
 
-// Exit codes (DESIGN.md).
+// Exit codes (DESIGN.md), shared with swarm.
 const (
-	exitPass         = 0
-	exitFail         = 1
-	exitUsage        = 2
-	exitInconclusive = 3
-	exitCouldNotRun  = 4
+	exitPass         = cli.ExitPass
+	exitFail         = cli.ExitFail
+	exitUsage        = cli.ExitUsage
+	exitInconclusive = cli.ExitInconclusive
+	exitCouldNotRun  = cli.ExitCouldNotRun
 )
 
 func main() {
@@ -41,33 +40,18 @@ func main() {
 
 // options are the parsed flags.
 type options struct {
-	tgt            target.Config
+	cli.Common
 	cfg            probe.Config
-	faults         localbus.Faults
-	faultDelays    string
-	hold           time.Duration
-	jsonPath       string
+	run            verify.RunID
 	junitPath      string
-	runID          string
-	quiet          bool
 	connectTimeout time.Duration
+	cpuProfile     string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.tgt.URL, "target", "", "bus URL: mqtt://host:1883, mqtts://host:8883, http://host:port/ (Nchan long-poll); empty = embedded bus")
-	fs.StringVar(&o.tgt.Embedded, "embedded", "http", "protocol against the embedded bus when --target is empty: http or mqtt")
-	fs.IntVar(&o.tgt.QoS, "qos", 1, "MQTT QoS for publish and subscribe: 0, 1 or 2")
-	fs.StringVar(&o.tgt.Username, "username", "", "MQTT username")
-	fs.StringVar(&o.tgt.Password, "password", os.Getenv("EVENTSWARM_PASSWORD"), "MQTT password (default $EVENTSWARM_PASSWORD)")
-	fs.StringVar(&o.tgt.CAFile, "ca-file", "", "PEM CA bundle to verify mqtts/https servers")
-	fs.BoolVar(&o.tgt.Insecure, "insecure", false, "skip TLS certificate verification (explicit opt-in)")
-	fs.StringVar(&o.tgt.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL (POST <url>/<pub-path><channel>)")
-	fs.StringVar(&o.tgt.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL (GET <url>/<sub-path><ch1>,<ch2>)")
-	fs.DurationVar(&o.tgt.PublishTimeout, "publish-timeout", 5*time.Second, "a publish not acknowledged within this has an unknown outcome")
-
+	o.Register(fs, &o.cfg.Ledger)
 	fs.DurationVar(&o.cfg.Duration, "duration", 30*time.Second, "publishing time including warm-up; 0 = until SIGINT/SIGTERM, reporting each window")
 	fs.DurationVar(&o.cfg.Warmup, "warmup", 2*time.Second, "initial publishing time not measured (may be 0)")
 	fs.Float64Var(&o.cfg.Rate, "rate", 10, "messages per second per stream")
@@ -76,70 +60,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.cfg.PayloadSize, "payload-size", 256, "bytes per message (at least the stamp size)")
 	fs.StringVar(&o.cfg.TopicPrefix, "topic-prefix", "eventswarm.probe", "topics are <prefix>.<run id>.<stream>")
 	fs.DurationVar(&o.cfg.Ledger.Window, "window", time.Minute, "window length for per-window results")
-	fs.DurationVar(&o.cfg.Live, "live", 5*time.Second, "interval of the live line")
 	fs.DurationVar(&o.cfg.BarrierTimeout, "barrier-timeout", 15*time.Second, "how long subscribers may take to receive the first readiness marker")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "how long the first reach of the target may take")
-
-	fs.DurationVar(&o.cfg.Ledger.Latency, "latency", 2*time.Second, "on-time bound (inclusive)")
-	fs.Float64Var(&o.cfg.Ledger.Gates.Within, "within", 0.95, "fraction of expected messages that must be on time")
-	fs.DurationVar(&o.cfg.Ledger.LostAfter, "lost-after", 15*time.Second, "a message not delivered within this is lost")
-	fs.DurationVar(&o.cfg.Ledger.Grace, "grace", time.Second, "extra drain time after --lost-after")
-	fs.Uint64Var(&o.cfg.Ledger.Gates.MaxLost, "max-lost", 0, "most lost messages allowed")
-	fs.Uint64Var(&o.cfg.Ledger.Gates.MaxDuplicates, "max-duplicates", 0, "most duplicate deliveries allowed")
-	fs.Float64Var(&o.cfg.Ledger.Gates.MinPublishAvailability, "min-publish-availability", 0.999, "fraction of publishes that must succeed")
-
-	fs.StringVar(&o.jsonPath, "json", "", "write the result as JSON to FILE (- for stdout)")
 	fs.StringVar(&o.junitPath, "junit", "", "write one JUnit test case per gate to FILE")
-	fs.StringVar(&o.runID, "run-id", "", "run ID (32 hex digits); default random")
-	fs.BoolVar(&o.quiet, "quiet", false, "no live line")
-
-	fs.Float64Var(&o.faults.Drop, "fault-drop", 0, "embedded bus only: fraction of deliveries to drop")
-	fs.Float64Var(&o.faults.Duplicate, "fault-duplicate", 0, "embedded bus only: fraction of deliveries to duplicate")
-	fs.Float64Var(&o.faults.Delay, "fault-delay", 0, "embedded bus only: fraction of deliveries to delay by one of --fault-delays")
-	fs.StringVar(&o.faultDelays, "fault-delays", "3s,16s", "embedded bus only: comma-separated delays for --fault-delay")
-	fs.Float64Var(&o.faults.Corrupt, "fault-corrupt", 0, "embedded bus only: fraction of deliveries to corrupt")
-	fs.Uint64Var(&o.faults.Seed, "fault-seed", 1, "embedded bus only: seed of the fault decisions")
-	fs.DurationVar(&o.hold, "hold", 25*time.Second, "embedded bus only: long-poll hold before 408")
-
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: probe [flags]\n\nPublishes sequence-stamped messages, subscribes to them and gates on delivery SLOs.\nExit codes: 0 pass, 1 SLO failed, 2 usage error, 3 inconclusive, 4 could not run.\n\nFlags:\n")
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the probe to FILE (diagnostics)")
+	if err := cli.ParseArgs(fs, "probe", "Publishes sequence-stamped messages, subscribes to them and gates on delivery SLOs.", args, stderr); err != nil {
+		return nil, err
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return nil, err
-		}
-		return nil, fmt.Errorf("probe: %v (run probe -h for the flags)", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("probe: unexpected argument %q (flags only; run probe -h)", fs.Arg(0))
-	}
-	var errs []error
-	if o.faults.Drop+o.faults.Duplicate+o.faults.Delay+o.faults.Corrupt > 0 {
-		if o.tgt.URL != "" {
-			errs = append(errs, errors.New("probe: --fault-* flags only apply to the embedded bus (no --target)"))
-		}
-		for _, f := range strings.Split(o.faultDelays, ",") {
-			d, err := time.ParseDuration(strings.TrimSpace(f))
-			if err != nil || d <= 0 {
-				errs = append(errs, fmt.Errorf("probe: --fault-delays: %q is not a positive duration", f))
-				continue
-			}
-			o.faults.Delays = append(o.faults.Delays, d)
-		}
-		o.faults.Skip = probe.IsMarker
-	}
-	o.tgt.Bus = localbus.Config{Hold: o.hold, Faults: o.faults}
-	if err := o.tgt.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	o.cfg.ResubscribeOnConnect = o.tgt.Protocol() == target.MQTT
-	if o.tgt.Protocol() == target.MQTT {
-		o.cfg.MaxStreams = 100000
-	}
+	run, errs := o.Finish("probe", o.cfg.Ledger, probe.IsMarker)
+	o.run = run
 	// Flags have non-zero defaults, so a zero here was typed: reject it before
 	// Defaults would replace it.
 	if o.cfg.Rate <= 0 {
@@ -151,27 +80,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.cfg.Subscribers < 1 {
 		errs = append(errs, fmt.Errorf("probe: --subscribers must be >= 1, got %d", o.cfg.Subscribers))
 	}
-	if o.cfg.Ledger.Window <= 0 || o.cfg.Ledger.Latency <= 0 || o.cfg.Ledger.LostAfter <= 0 || o.cfg.Live <= 0 ||
-		o.cfg.BarrierTimeout <= 0 || o.connectTimeout <= 0 {
-		errs = append(errs, errors.New("probe: --window, --latency, --lost-after, --live, --barrier-timeout and --connect-timeout must be > 0"))
+	if o.cfg.Ledger.Window <= 0 || o.cfg.BarrierTimeout <= 0 || o.connectTimeout <= 0 {
+		errs = append(errs, errors.New("probe: --window, --barrier-timeout and --connect-timeout must be > 0"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	o.cfg.Live = o.Live
+	o.cfg.ResubscribeOnConnect = o.Target.Protocol() == target.MQTT
+	if o.Target.Protocol() == target.MQTT {
+		o.cfg.MaxStreams = 100000
 	}
 	o.cfg.Defaults()
 	if err := o.cfg.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := o.cfg.Ledger.Gates.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if o.runID != "" {
-		if _, err := verify.ParseRunID(o.runID); err != nil {
-			errs = append(errs, fmt.Errorf("probe: --run-id: %v", err))
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, err
 	}
 	return o, nil
 }
@@ -185,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		return exitPass
 	}
 	if err != nil {
-		printErr(stderr, err)
+		cli.PrintErr(stderr, err)
 		return exitUsage
 	}
 
@@ -215,24 +137,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		}()
 	}
 
-	run := verify.NewRunID()
-	if o.runID != "" {
-		run, _ = verify.ParseRunID(o.runID)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			cli.PrintErr(stderr, fmt.Errorf("probe: --cpuprofile: %w", err))
+			return exitUsage
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	run := o.run
+	if run.IsZero() {
+		run = verify.NewRunID()
 	}
 	// couldNotRun reports a failure before anything was measured: one line, and
 	// the --json/--junit files still say so (verdict inconclusive, never pass).
 	couldNotRun := func(err error) int {
-		printErr(stderr, err)
+		cli.PrintErr(stderr, err)
 		out := probe.Outcome{RunID: run.String(), StartedAt: time.Now(), Errors: []string{err.Error()}}
 		out.Verdict, out.Reason = verify.Inconclusive, "could not run: "+err.Error()
 		out.Gates = []verify.Gate{}
 		out.Windows = []verify.Window{}
 		if werr := writeOutputs(o, out); werr != nil {
-			printErr(stderr, werr)
+			cli.PrintErr(stderr, werr)
 		}
 		return exitCouldNotRun
 	}
-	tgt, err := target.Open(o.tgt)
+	tgt, err := target.Open(o.Target)
 	if err != nil {
 		return couldNotRun(err)
 	}
@@ -249,7 +182,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	hooks := probe.Hooks{
 		OnWindow: func(w verify.Window) { fmt.Fprintln(stderr, report.WindowLine(w)) },
 	}
-	if !o.quiet {
+	if !o.Quiet {
 		hooks.OnLive = func(el time.Duration, snap verify.Result) { fmt.Fprintln(stderr, report.LiveLine(el, snap)) }
 		hooks.OnPhase = func(ph string) { fmt.Fprintf(stderr, "probe: %s\n", ph) }
 	}
@@ -258,18 +191,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	if runErr != nil {
 		out.Errors = append(out.Errors, runErr.Error())
 	}
-	if lb := tgt.Embedded(); lb != nil && o.faults.Drop+o.faults.Duplicate+o.faults.Delay+o.faults.Corrupt > 0 {
+	if lb := tgt.Embedded(); lb != nil && o.Faults.Enabled() {
 		inj := lb.Injected()
 		fmt.Fprintf(stderr, "probe: embedded bus injected: %+v\n", inj)
 	}
 	if runErr == nil {
 		if err := report.Table(stdout, out.Result); err != nil {
-			printErr(stderr, err)
+			cli.PrintErr(stderr, err)
 		}
 	}
-	code := exitCode(out.Result.Verdict)
+	code := cli.ExitCode(out.Result.Verdict)
 	if runErr != nil {
-		printErr(stderr, runErr)
+		cli.PrintErr(stderr, runErr)
 		switch {
 		case errors.Is(runErr, mqtt.ErrQoSDowngraded):
 			code = exitUsage
@@ -282,7 +215,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		}
 	}
 	if err := writeOutputs(o, out); err != nil {
-		printErr(stderr, err)
+		cli.PrintErr(stderr, err)
 		if code == exitPass {
 			code = exitUsage
 		}
@@ -292,8 +225,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 
 func writeOutputs(o *options, out probe.Outcome) error {
 	var errs []error
-	if o.jsonPath != "" {
-		if err := report.WriteJSON(o.jsonPath, out); err != nil {
+	if o.JSON != "" {
+		if err := report.WriteJSON(o.JSON, out); err != nil {
 			errs = append(errs, fmt.Errorf("probe: --json: %w", err))
 		}
 	}
@@ -305,38 +238,9 @@ func writeOutputs(o *options, out probe.Outcome) error {
 	return errors.Join(errs...)
 }
 
-func exitCode(v verify.Verdict) int {
-	switch v {
-	case verify.Pass:
-		return exitPass
-	case verify.Fail:
-		return exitFail
-	}
-	return exitInconclusive
-}
-
 func durationText(d time.Duration) string {
 	if d == 0 {
 		return "until interrupted"
 	}
 	return "for " + d.String()
-}
-
-// printErr prints each joined error on its own line; a classified transport
-// error gets its hint on the same line.
-func printErr(w io.Writer, err error) {
-	hint := ""
-	switch {
-	case errors.Is(err, bus.ErrUnreachable):
-		hint = " (is the bus running and the --target host:port right?)"
-	case errors.Is(err, bus.ErrProtocol):
-		hint = " (the port answered, but not with the protocol of the --target scheme: mqtt:// vs http://)"
-	}
-	lines := strings.Split(err.Error(), "\n")
-	for i, line := range lines {
-		if i == len(lines)-1 {
-			line += hint
-		}
-		fmt.Fprintln(w, line)
-	}
 }

@@ -13,7 +13,7 @@
 // once with 130.
 //
 // JSON result fields: run_id, protocol, target, shard, shards, started_at,
-// ended_at, interrupted, drained; verdict, reason, counts, latency_ms,
+// ended_at, interrupted, drained, stop_ms; verdict, reason, counts, latency_ms,
 // late_ms, gates (pooled over both directions, gates on the pooled counts,
 // each latency percentile the larger of the two directions'); streams
 // ("learner_to_proctor", "proctor_to_learner": probe's result shape per
@@ -39,8 +39,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/behaviours"
-	"github.com/eventswarm/eventswarm/bus"
-	"github.com/eventswarm/eventswarm/localbus"
+	"github.com/eventswarm/eventswarm/cmd/internal/cli"
 	"github.com/eventswarm/eventswarm/report"
 	"github.com/eventswarm/eventswarm/stats"
 	"github.com/eventswarm/eventswarm/target"
@@ -49,12 +48,10 @@ import (
 
 // Exit codes (DESIGN.md).
 const (
-	exitPass         = 0
-	exitFail         = 1
-	exitUsage        = 2
-	exitInconclusive = 3
-	exitCouldNotRun  = 4
-	exitSignal       = 130
+	exitPass        = cli.ExitPass
+	exitUsage       = cli.ExitUsage
+	exitCouldNotRun = cli.ExitCouldNotRun
+	exitSignal      = cli.ExitSignal
 )
 
 // usageError carries exit code 2; runError exit code 4.
@@ -83,34 +80,18 @@ func main() {
 
 // options are the parsed flags.
 type options struct {
-	tgt         target.Config
-	cfg         behaviours.Config
-	faults      localbus.Faults
-	faultDelays string
-	hold        time.Duration
-	jsonPath    string
-	live        time.Duration
-	quiet       bool
+	cli.Common
+	cfg behaviours.Config
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var (
-		weights, stages, learnerIvl, controlIvl, drain, runID string
-		shardFlag                                             string
+		weights, stages, learnerIvl, controlIvl, drain string
+		shardFlag                                      string
 	)
 	fs := flag.NewFlagSet("swarm", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&o.tgt.URL, "target", "", "bus URL: mqtt://host:1883, mqtts://host:8883, http://host:port/ (Nchan long-poll); empty = embedded bus")
-	fs.StringVar(&o.tgt.Embedded, "embedded", "http", "protocol against the embedded bus when --target is empty: http or mqtt")
-	fs.IntVar(&o.tgt.QoS, "qos", 1, "MQTT QoS for publish and subscribe: 0, 1 or 2")
-	fs.StringVar(&o.tgt.Username, "username", "", "MQTT username")
-	fs.StringVar(&o.tgt.Password, "password", os.Getenv("EVENTSWARM_PASSWORD"), "MQTT password (default $EVENTSWARM_PASSWORD)")
-	fs.StringVar(&o.tgt.CAFile, "ca-file", "", "PEM CA bundle to verify mqtts/https servers")
-	fs.BoolVar(&o.tgt.Insecure, "insecure", false, "skip TLS certificate verification (explicit opt-in)")
-	fs.StringVar(&o.tgt.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL")
-	fs.StringVar(&o.tgt.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL")
-	fs.DurationVar(&o.tgt.PublishTimeout, "publish-timeout", 5*time.Second, "a publish not acknowledged within this has an unknown outcome")
+	o.Register(fs, &o.cfg.Verify)
 
 	fs.IntVar(&o.cfg.Users, "users", 100, "simulated users (all shards together)")
 	fs.Float64Var(&o.cfg.SpawnRate, "spawn-rate", 10, "users started per second")
@@ -126,47 +107,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.cfg.PayloadSize, "payload-size", behaviours.DefaultPayloadSize, "bytes per message")
 	fs.StringVar(&drain, "drain", "auto", "how long subscribers keep receiving after publishing stops: a duration, 0 for none, auto = --lost-after + --grace")
 
-	fs.DurationVar(&o.cfg.Verify.Latency, "latency", 2*time.Second, "on-time bound (inclusive)")
-	fs.Float64Var(&o.cfg.Verify.Gates.Within, "within", 0.95, "fraction of expected messages that must be on time")
-	fs.DurationVar(&o.cfg.Verify.LostAfter, "lost-after", 15*time.Second, "a message not delivered within this is lost")
-	fs.DurationVar(&o.cfg.Verify.Grace, "grace", time.Second, "extra time after --lost-after before a message is final")
-	fs.Uint64Var(&o.cfg.Verify.Gates.MaxLost, "max-lost", 0, "most lost messages allowed")
-	fs.Uint64Var(&o.cfg.Verify.Gates.MaxDuplicates, "max-duplicates", 0, "most duplicate deliveries allowed")
-	fs.Float64Var(&o.cfg.Verify.Gates.MinPublishAvailability, "min-publish-availability", 0.999, "fraction of publishes that must succeed")
-
-	fs.StringVar(&o.jsonPath, "json", "", "write the result as JSON to FILE (- for stdout)")
-	fs.DurationVar(&o.live, "live", 5*time.Second, "interval of the live table")
-	fs.BoolVar(&o.quiet, "quiet", false, "no live table")
-	fs.StringVar(&runID, "run-id", "", "run ID (32 hex digits), the same on every shard; default random")
 	fs.StringVar(&shardFlag, "shard", os.Getenv("JOB_COMPLETION_INDEX"), "this shard's index (default $JOB_COMPLETION_INDEX, else 0)")
 	fs.IntVar(&o.cfg.Shards, "shards", 1, "number of shards")
 	fs.Uint64Var(&o.cfg.Seed, "seed", 0, "seed of the users' random choices (default random)")
 
-	fs.Float64Var(&o.faults.Drop, "fault-drop", 0, "embedded bus only: fraction of deliveries to drop")
-	fs.Float64Var(&o.faults.Duplicate, "fault-duplicate", 0, "embedded bus only: fraction of deliveries to duplicate")
-	fs.Float64Var(&o.faults.Delay, "fault-delay", 0, "embedded bus only: fraction of deliveries to delay by one of --fault-delays")
-	fs.StringVar(&o.faultDelays, "fault-delays", "3s,16s", "embedded bus only: comma-separated delays for --fault-delay")
-	fs.Uint64Var(&o.faults.Seed, "fault-seed", 1, "embedded bus only: seed of the fault decisions")
-	fs.DurationVar(&o.hold, "hold", 25*time.Second, "embedded bus only: long-poll hold before 408")
-
-	// The flag package calls Usage on every parse error; print it only for -h,
-	// so a bad flag gets one line.
-	fs.Usage = func() {}
-	usage := func() {
-		fmt.Fprintf(stderr, "Usage: swarm [flags]\n\nRuns weighted learners and proctors against a bus and verifies their own traffic.\nExit codes: 0 pass, 1 SLO failed, 2 usage error, 3 inconclusive, 4 could not run.\n\nFlags:\n")
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage()
-			return nil, err
-		}
-		return nil, fmt.Errorf("swarm: %v (run swarm -h for the flags)", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("swarm: unexpected argument %q (flags only; run swarm -h)", fs.Arg(0))
+	if err := cli.ParseArgs(fs, "swarm", "Runs weighted learners and proctors against a bus and verifies their own traffic.", args, stderr); err != nil {
+		return nil, err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -212,37 +158,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.cfg.SpawnRate <= 0 && len(o.cfg.Stages) == 0 {
 		errs = append(errs, fmt.Errorf("swarm: --spawn-rate must be > 0 users/s, got %v", o.cfg.SpawnRate))
 	}
-	if runID != "" {
-		if o.cfg.Run, err = verify.ParseRunID(runID); err != nil {
-			errs = append(errs, fmt.Errorf("swarm: --run-id: %v", err))
-		}
-	}
 	if shardFlag != "" {
 		if o.cfg.Shard, err = strconv.Atoi(shardFlag); err != nil {
 			errs = append(errs, fmt.Errorf("swarm: --shard %q is not an integer", shardFlag))
 		}
 	}
-	if o.live <= 0 {
-		errs = append(errs, fmt.Errorf("swarm: --live must be > 0, got %v", o.live))
-	}
-	if o.faults.Drop+o.faults.Duplicate+o.faults.Delay > 0 {
-		if o.tgt.URL != "" {
-			errs = append(errs, errors.New("swarm: --fault-* flags only apply to the embedded bus (no --target)"))
-		}
-		for _, f := range strings.Split(o.faultDelays, ",") {
-			d, err := time.ParseDuration(strings.TrimSpace(f))
-			if err != nil || d <= 0 {
-				errs = append(errs, fmt.Errorf("swarm: --fault-delays: %q is not a positive duration", f))
-				continue
-			}
-			o.faults.Delays = append(o.faults.Delays, d)
-		}
-		o.faults.Skip = behaviours.IsMarker
-	}
-	o.tgt.Bus = localbus.Config{Hold: o.hold, Faults: o.faults}
-	o.tgt.Backoff = o.cfg.Backoff
-	addErr(o.tgt.Validate())
-	o.cfg.LongPoll = o.tgt.Protocol() == target.HTTP
+	o.Target.Backoff = o.cfg.Backoff
+	run, commonErrs := o.Finish("swarm", o.cfg.Verify, behaviours.IsMarker)
+	o.cfg.Run = run
+	errs = append(errs, commonErrs...)
+	o.cfg.LongPoll = o.Target.Protocol() == target.HTTP
 	if len(errs) == 0 {
 		// Only once each flag parsed: Validate would repeat the problems above.
 		addErr(o.cfg.Validate())
@@ -269,7 +194,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		return exitPass
 	}
 	if err != nil {
-		printErr(stderr, err)
+		cli.PrintErr(stderr, err)
 		return exitUsage
 	}
 	ctx, stop := context.WithCancel(ctx)
@@ -293,7 +218,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	}
 	code, err := swarm(ctx, o, stdout, stderr)
 	if err != nil {
-		printErr(stderr, err)
+		cli.PrintErr(stderr, err)
 		return codeOf(err)
 	}
 	return code
@@ -301,11 +226,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 
 // swarm runs the load and reports; an error is a usageError or a runError.
 func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, error) {
-	embedded := o.tgt.URL == ""
-	if err := preflight(o.cfg, o.tgt.Protocol(), embedded); err != nil {
+	embedded := o.Target.URL == ""
+	if err := preflight(o.cfg, o.Target.Protocol(), embedded); err != nil {
 		return 0, err
 	}
-	tgt, err := target.Open(o.tgt)
+	tgt, err := target.Open(o.Target)
 	if err != nil {
 		return 0, runError{err}
 	}
@@ -326,8 +251,8 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 
 	var wg sync.WaitGroup
 	liveCtx, stopLive := context.WithCancel(ctx)
-	if !o.quiet {
-		wg.Go(func() { live(liveCtx, r, o.live, stderr) })
+	if !o.Quiet {
+		wg.Go(func() { live(liveCtx, r, o.Live, stderr) })
 	}
 	var stoppedAt atomic.Int64
 	stopWatch := context.AfterFunc(ctx, func() { stoppedAt.Store(time.Now().UnixNano()) })
@@ -342,7 +267,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 	if err != nil {
 		return 0, runError{err}
 	}
-	if lb := tgt.Embedded(); lb != nil && o.faults.Drop+o.faults.Duplicate+o.faults.Delay > 0 {
+	if lb := tgt.Embedded(); lb != nil && o.Faults.Enabled() {
 		fmt.Fprintf(stderr, "swarm: embedded bus injected: %+v\n", lb.Injected())
 	}
 	out := newOutput(s, tgt, cfg)
@@ -357,17 +282,18 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 	if err := report.Table(stdout, s.Result); err != nil {
 		errs = append(errs, err)
 	}
+	fmt.Fprintf(stdout, "swarm: every user stopped %.0fms after the stop\n", float64(s.StopTook)/float64(time.Millisecond))
 	if s.Interrupted {
 		fmt.Fprintln(stdout, "swarm: the run was interrupted; messages still in flight are pending, not lost")
 	}
-	if o.jsonPath != "" {
-		if err := report.WriteJSON(o.jsonPath, out); err != nil {
+	if o.JSON != "" {
+		if err := report.WriteJSON(o.JSON, out); err != nil {
 			errs = append(errs, fmt.Errorf("swarm: --json: %w", err))
 		}
 	}
-	code := exitCode(s.Result.Verdict)
+	code := cli.ExitCode(s.Result.Verdict)
 	if len(errs) > 0 {
-		printErr(stderr, errors.Join(errs...))
+		cli.PrintErr(stderr, errors.Join(errs...))
 		if code == exitPass {
 			code = exitCouldNotRun
 		}
@@ -418,6 +344,7 @@ type output struct {
 	EndedAt     time.Time                `json:"ended_at"`
 	Interrupted bool                     `json:"interrupted"`
 	Drained     bool                     `json:"drained"`
+	StopMS      float64                  `json:"stop_ms"`
 	Streams     map[string]verify.Result `json:"streams"`
 	Users       users                    `json:"users"`
 	Operations  stats.Snapshot           `json:"operations"`
@@ -444,36 +371,8 @@ func newOutput(s behaviours.Summary, tgt *target.Target, cfg behaviours.Config) 
 		Result: s.Result, RunID: s.Run.String(), Protocol: tgt.Protocol(), Target: tgt.Describe(),
 		Shard: cfg.Shard, Shards: cfg.Shards, StartedAt: s.Start, EndedAt: s.End,
 		Interrupted: s.Interrupted, Drained: s.Drained, Streams: streams,
+		StopMS:     float64(s.StopTook) / float64(time.Millisecond),
 		Users:      users{Started: s.UsersStarted, ByKind: s.UsersByKind},
 		Operations: s.Ops, IDPool: idPool{Free: s.PoolFree, Active: s.PoolActive},
-	}
-}
-
-func exitCode(v verify.Verdict) int {
-	switch v {
-	case verify.Pass:
-		return exitPass
-	case verify.Fail:
-		return exitFail
-	}
-	return exitInconclusive
-}
-
-// printErr prints each joined error on its own line; a classified transport
-// error gets a hint on the same line.
-func printErr(w io.Writer, err error) {
-	hint := ""
-	switch {
-	case errors.Is(err, bus.ErrUnreachable):
-		hint = " (is the bus running and the --target host:port right?)"
-	case errors.Is(err, bus.ErrProtocol):
-		hint = " (the port answered, but not with the protocol of the --target scheme: mqtt:// vs http://)"
-	}
-	lines := strings.Split(err.Error(), "\n")
-	for i, line := range lines {
-		if i == len(lines)-1 {
-			line += hint
-		}
-		fmt.Fprintln(w, line)
 	}
 }
