@@ -140,44 +140,31 @@ func Open(cfg Config) (*Target, error) {
 	if cfg.QoS >= 0 && cfg.QoS <= 2 {
 		qos = byte(cfg.QoS)
 	}
+	var err error
 	switch t.protocol {
 	case MQTT:
-		c, err := mqtt.New(mqtt.Config{
+		var c *mqtt.Client
+		c, err = mqtt.New(mqtt.Config{
 			URL: url, QoS: qos, QoSSet: true, Username: cfg.Username, Password: cfg.Password,
 			CAFile: cfg.CAFile, Insecure: cfg.Insecure, PublishTimeout: cfg.PublishTimeout,
 			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
 		})
-		if err != nil {
-			t.Close()
-			return nil, err
+		if err == nil {
+			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, dialerOf(c.Dial)
 		}
-		t.closers = append(t.closers, c.Close)
-		t.check = c.Check
-		t.dialer = bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
-			conn, err := c.Dial(ctx, id, h)
-			if err != nil {
-				return nil, err
-			}
-			return conn, nil
-		})
 	default:
-		c, err := longpoll.New(longpoll.Config{
+		var c *longpoll.Client
+		c, err = longpoll.New(longpoll.Config{
 			URL: url, PubPath: cfg.PubPath, SubPath: cfg.SubPath, Insecure: cfg.Insecure,
 			PublishTimeout: cfg.PublishTimeout, Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
 		})
-		if err != nil {
-			t.Close()
-			return nil, err
+		if err == nil {
+			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, dialerOf(c.Dial)
 		}
-		t.closers = append(t.closers, c.Close)
-		t.check = c.Check
-		t.dialer = bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
-			conn, err := c.Dial(ctx, id, h)
-			if err != nil {
-				return nil, err
-			}
-			return conn, nil
-		})
+	}
+	if err != nil {
+		t.Close()
+		return nil, err
 	}
 	return t, nil
 }
@@ -204,6 +191,18 @@ func (t *Target) Close() {
 		t.closers[i]()
 	}
 	t.closers = nil
+}
+
+// dialerOf adapts a transport's Dial, which returns its concrete connection
+// type, to bus.Dialer (without turning a nil *Conn into a non-nil bus.Conn).
+func dialerOf[C bus.Conn](dial func(context.Context, string, bus.Handler) (C, error)) bus.Dialer {
+	return bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
+		c, err := dial(ctx, id, h)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
 }
 
 func redact(raw string) string {

@@ -12,9 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"runtime/pprof"
-	"syscall"
 	"time"
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
@@ -116,25 +114,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	stop, stopPublishing := context.WithCancel(hard)
 	defer stopPublishing()
 	if handleSignals {
-		sigs := make(chan os.Signal, 3)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(sigs)
-		go func() {
-			n := 0
-			for range sigs {
-				n++
-				switch n {
-				case 1:
-					fmt.Fprintln(stderr, "probe: stopping: publishing stopped, draining (signal again to cut the drain short)")
-					stopPublishing()
-				case 2:
-					fmt.Fprintln(stderr, "probe: drain cut short; the unfinished tail is inconclusive")
-					hardStop()
-				default:
-					os.Exit(130)
-				}
-			}
-		}()
+		defer cli.OnSignals(func() {
+			fmt.Fprintln(stderr, "probe: stopping: publishing stopped, draining (signal again to cut the drain short)")
+			stopPublishing()
+		}, func() {
+			fmt.Fprintln(stderr, "probe: drain cut short; the unfinished tail is inconclusive")
+			hardStop()
+		})()
 	}
 
 	if o.cpuProfile != "" {

@@ -30,12 +30,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/eventswarm/eventswarm/behaviours"
@@ -200,21 +198,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	if handleSignals {
-		sigs := make(chan os.Signal, 2)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(sigs)
-		go func() {
-			n := 0
-			for range sigs {
-				n++
-				if n == 1 {
-					fmt.Fprintln(stderr, "swarm: stopping every user now (signal again to exit at once)")
-					stop()
-					continue
-				}
-				os.Exit(exitSignal)
-			}
-		}()
+		defer cli.OnSignals(func() {
+			fmt.Fprintln(stderr, "swarm: stopping every user now (signal again to exit at once)")
+			stop()
+		})()
 	}
 	code, err := swarm(ctx, o, stdout, stderr)
 	if err != nil {

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/eventswarm/eventswarm/bus"
@@ -166,4 +168,27 @@ func PrintErr(w io.Writer, err error) {
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// OnSignals calls steps[0] on the first SIGINT/SIGTERM, steps[1] on the second
+// and so on; one signal more than there are steps exits at once with 130.
+// The returned func stops listening.
+func OnSignals(steps ...func()) (stop func()) {
+	sigs := make(chan os.Signal, len(steps)+1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		for n := 0; ; n++ {
+			select {
+			case <-done:
+				return
+			case <-sigs:
+			}
+			if n >= len(steps) {
+				os.Exit(ExitSignal)
+			}
+			steps[n]()
+		}
+	}()
+	return func() { signal.Stop(sigs); close(done) }
 }
