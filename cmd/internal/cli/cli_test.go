@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/eventswarm/eventswarm/bus"
+	"github.com/eventswarm/eventswarm/verify"
+)
+
+func TestExitCode(t *testing.T) {
+	for v, want := range map[verify.Verdict]int{verify.Pass: ExitPass, verify.Fail: ExitFail, verify.Inconclusive: ExitInconclusive, "": ExitInconclusive} {
+		if got := ExitCode(v); got != want {
+			t.Errorf("ExitCode(%q) = %d, want %d", v, got, want)
+		}
+	}
+}
+
+func parse(t *testing.T, args ...string) (*Common, verify.Config, []error) {
+	t.Helper()
+	var c Common
+	var ledger verify.Config
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	c.Register(fs, &ledger)
+	if err := ParseArgs(fs, "x", "about", args, &bytes.Buffer{}); err != nil {
+		return &c, ledger, []error{err}
+	}
+	_, errs := c.Finish("x", ledger, nil)
+	return &c, ledger, errs
+}
+
+func TestFinish(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string // "" = no error
+	}{
+		{nil, ""},
+		{[]string{"--fault-drop", "0.1", "--fault-delays", "1s,2s"}, ""},
+		{[]string{"--fault-drop", "0.1", "--target", "mqtt://h:1883"}, "only apply to the embedded bus"},
+		{[]string{"--fault-delay", "0.1", "--fault-delays", "soon"}, "--fault-delays"},
+		{[]string{"--live", "0"}, "--live"},
+		{[]string{"--lost-after", "0"}, "--lost-after"},
+		{[]string{"--within", "2"}, "--within"},
+		{[]string{"--run-id", "zz"}, "--run-id"},
+		{[]string{"--bogus"}, "run x -h"},
+		{[]string{"stray"}, "unexpected argument"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			c, _, errs := parse(t, tt.args...)
+			err := errors.Join(errs...)
+			if (err == nil) != (tt.want == "") || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("errors %v, want %q", err, tt.want)
+			}
+			if err == nil && c.Faults.Enabled() && len(c.Target.Bus.Faults.Delays) != 2 {
+				t.Fatalf("fault delays %v not passed to the embedded bus", c.Target.Bus.Faults.Delays)
+			}
+		})
+	}
+}
+
+func TestPrintErrOneLineWithHint(t *testing.T) {
+	var b bytes.Buffer
+	PrintErr(&b, fmt.Errorf("x: cannot use mqtt://h: %w", bus.ErrUnreachable))
+	if out := b.String(); strings.Count(out, "\n") != 1 || !strings.Contains(out, "is the bus running") {
+		t.Fatalf("PrintErr wrote %q, want one line with a hint", out)
+	}
+}
