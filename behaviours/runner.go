@@ -168,9 +168,9 @@ type Summary struct {
 	// for at least LostAfter + Grace; otherwise the ledgers' unfinished tail
 	// is pending (inconclusive).
 	Drained bool
-	// StopTook is how long it took, once every remaining user was told to stop
-	// (at the end of the drain, or at once on interruption), until every user
-	// goroutine had ended and its connection was closed.
+	// StopTook is how long it took, from the moment every remaining user was
+	// told to stop (the interruption, or the end of the drain), until every
+	// user goroutine had ended and its connection was closed.
 	StopTook time.Duration
 	// Result pools both directions: counts added, the verdict from the gates on
 	// the pooled counts, and each latency percentile the larger of the two
@@ -295,9 +295,11 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	}()
 
 	deadline := time.NewTimer(cfg.Duration)
+	var cut time.Time // when users were told to stop at once
 	select {
 	case <-deadline.C:
 	case <-ctx.Done():
+		cut = time.Now()
 	}
 	deadline.Stop()
 	// Phase 2: publishing stops, subscribers drain.
@@ -331,12 +333,15 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 				drained = int64(cfg.Drain) >= r.lingerFor
 			case <-ctx.Done():
 				interrupted = true
+				cut = time.Now()
 			}
 			t.Stop()
 		}
 	}
 	stopSub()
-	cut := time.Now()
+	if cut.IsZero() {
+		cut = time.Now()
+	}
 	<-allDone
 	stopTook := time.Since(cut)
 	stopAdv()

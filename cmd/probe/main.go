@@ -134,6 +134,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	stopPProf, err := o.ServePProf()
+	if err != nil {
+		cli.PrintErr(stderr, fmt.Errorf("probe: %w", err))
+		return exitUsage
+	}
+	defer stopPProf()
 	run := o.run
 	if run.IsZero() {
 		run = verify.NewRunID()

@@ -203,6 +203,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 			stop()
 		})()
 	}
+	stopPProf, err := o.ServePProf()
+	if err != nil {
+		cli.PrintErr(stderr, fmt.Errorf("swarm: %w", err))
+		return exitUsage
+	}
+	defer stopPProf()
 	code, err := swarm(ctx, o, stdout, stderr)
 	if err != nil {
 		cli.PrintErr(stderr, err)

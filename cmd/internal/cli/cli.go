@@ -8,6 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -50,6 +53,8 @@ type Common struct {
 	RunID  string
 	Live   time.Duration
 	Quiet  bool
+	// PProf is a loopback address to serve net/http/pprof on (diagnostics).
+	PProf string
 
 	faultDelays string
 }
@@ -80,6 +85,7 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.StringVar(&c.RunID, "run-id", "", "run ID (32 hex digits); default random")
 	fs.DurationVar(&c.Live, "live", 5*time.Second, "interval of the live output")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no live output")
+	fs.StringVar(&c.PProf, "pprof", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 
 	fs.Float64Var(&c.Faults.Drop, "fault-drop", 0, "embedded bus only: fraction of deliveries to drop")
 	fs.Float64Var(&c.Faults.Duplicate, "fault-duplicate", 0, "embedded bus only: fraction of deliveries to duplicate")
@@ -120,6 +126,11 @@ func (c *Common) Finish(prog string, ledger verify.Config, skip func([]byte) boo
 	}
 	if err := ledger.Gates.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.PProf != "" {
+		if host, _, err := net.SplitHostPort(c.PProf); err != nil || !isLoopback(host) {
+			errs = append(errs, fmt.Errorf("%s: --pprof %q: want a loopback host:port such as 127.0.0.1:6060", prog, c.PProf))
+		}
 	}
 	if c.RunID != "" {
 		var err error
@@ -191,4 +202,33 @@ func OnSignals(steps ...func()) (stop func()) {
 		}
 	}()
 	return func() { signal.Stop(sigs); close(done) }
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ServePProf serves net/http/pprof on c.PProf until the returned func is
+// called; it does nothing when --pprof was not given.
+func (c *Common) ServePProf() (stop func(), err error) {
+	if c.PProf == "" {
+		return func() {}, nil
+	}
+	l, err := net.Listen("tcp", c.PProf)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(l) }()
+	return func() { srv.Close(); <-done }, nil
 }
