@@ -155,7 +155,8 @@ type Health struct {
 	MaxTickerDriftMS float64 `json:"max_ticker_drift_ms"`
 	// GCPauseTotalMS is the total stop-the-world GC pause during the run.
 	GCPauseTotalMS float64 `json:"gc_pause_total_ms"`
-	// Overloaded is set when more than 1% of sends were late.
+	// Overloaded is set when more than 1% of sends started over 100ms late
+	// (then a failed run, or window, is inconclusive instead).
 	Overloaded bool `json:"overloaded"`
 	// HeapMB samples the Go heap in use (after the readiness barrier, at every
 	// live tick): first, max and last sample. Flat over a long run means
@@ -234,6 +235,9 @@ type prober struct {
 }
 
 type healthCounters struct {
+	winMu   sync.Mutex
+	windows map[int64]*windowSends // by window index of the intended send time
+
 	heapMu                       sync.Mutex
 	heapFirst, heapMax, heapLast float64
 	lateSends                    atomic.Uint64
@@ -342,6 +346,9 @@ func (p *prober) execute(ctx, stop context.Context, dialer bus.Dialer) (Outcome,
 func (p *prober) finish(out Outcome, drained bool) Outcome {
 	now := p.clock.Now()
 	out.Result = p.ledger.Finish(now, drained)
+	for i := range out.Windows {
+		p.markOverloaded(&out.Windows[i])
+	}
 	out.Drained = drained
 	out.Health = p.healthReport()
 	p.errMu.Lock()
@@ -409,7 +416,9 @@ func (p *prober) liveLoop(done <-chan struct{}, start int64) {
 		snap := p.ledger.Snapshot(now)
 		if p.hooks.OnWindow != nil {
 			for ; emitted < len(snap.Windows); emitted++ {
-				p.hooks.OnWindow(snap.Windows[emitted])
+				w := snap.Windows[emitted]
+				p.markOverloaded(&w)
+				p.hooks.OnWindow(w)
 			}
 		}
 		if !time.Now().Before(next) {

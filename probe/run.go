@@ -234,7 +234,7 @@ func (p *prober) publishStream(ctx context.Context, i int, start int64) int64 {
 			for j := range jobs {
 				rec.Attempt(j.seq, j.intended)
 				sent := p.clock.Now()
-				p.noteLag(sent - j.intended)
+				p.noteLag(j.intended, sent-j.intended)
 				st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: uint32(i), Seq: j.seq, Intended: j.intended, Sent: sent}
 				st.Encode(buf)
 				// Publishes in flight at the stop still complete: bounded by PublishTimeout.
@@ -291,15 +291,60 @@ func (p *prober) publishStream(ctx context.Context, i int, start int64) int64 {
 	}
 }
 
-func (p *prober) noteLag(lag int64) {
+// lateSend is how far behind its schedule a send may start before it counts as late.
+const lateSend = 100 * time.Millisecond
+
+// noteLag records one send's lag behind its intended time, in total and in the
+// window of its intended time (see markOverloaded).
+func (p *prober) noteLag(intended, lag int64) {
 	p.health.sends.Add(1)
-	if lag > int64(100*time.Millisecond) {
+	late := lag > int64(lateSend)
+	if late {
 		p.health.lateSends.Add(1)
 	}
+	idx := intended / int64(p.cfg.Ledger.Window)
+	p.health.winMu.Lock()
+	if p.health.windows == nil {
+		p.health.windows = map[int64]*windowSends{}
+	}
+	ws := p.health.windows[idx]
+	if ws == nil {
+		ws = &windowSends{}
+		p.health.windows[idx] = ws
+	}
+	ws.sends++
+	if late {
+		ws.late++
+	}
+	p.health.winMu.Unlock()
 	for {
 		cur := p.health.maxLag.Load()
 		if lag <= cur || p.health.maxLag.CompareAndSwap(cur, lag) {
 			return
 		}
 	}
+}
+
+// windowSends counts one window's sends and late sends.
+type windowSends struct{ sends, late uint64 }
+
+// overloaded reports whether more than 1% of sends were late.
+func (w windowSends) overloaded() bool { return w.late*100 > w.sends }
+
+// markOverloaded turns a window in which the probe itself fell behind (more
+// than 1% of its sends started over 100ms late) from fail into inconclusive:
+// its numbers say more about the probe than about the bus.
+func (p *prober) markOverloaded(w *verify.Window) {
+	p.health.winMu.Lock()
+	ws, ok := p.health.windows[int64(w.Index)]
+	var c windowSends
+	if ok {
+		c = *ws
+	}
+	p.health.winMu.Unlock()
+	if !c.overloaded() || w.Verdict == verify.Pass {
+		return
+	}
+	w.Verdict = verify.Inconclusive
+	w.Reason = fmt.Sprintf("probe overloaded: %d of %d sends late; %s", c.late, c.sends, w.Reason)
 }
