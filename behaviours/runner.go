@@ -98,7 +98,7 @@ type Runner struct {
 	stats   *stats.Stats
 	pool    *idpool.Pool
 	reg     *registry
-	kinds   []Kind // one weight cycle: user g has kinds[g % len]
+	kinds   []Kind // one weight cycle: user g has kinds[(g / Shards) % len]
 	users   []*user
 
 	lingerFor int64 // LostAfter + Grace, ns
@@ -154,8 +154,11 @@ func (r *Runner) Config() Config { return r.cfg }
 // RunID is the run's ID.
 func (r *Runner) RunID() verify.RunID { return r.cfg.Run }
 
-// KindOf is the kind of (global) user g.
-func (r *Runner) KindOf(g int) Kind { return r.kinds[g%len(r.kinds)] }
+// KindOf is the kind of (global) user g. The cycle runs over the shard's own
+// users (g / Shards), so every shard has the weighted mix of kinds (a shard's
+// proctors watch only its own learners) whatever the cycle length and the
+// shard count; with one shard user g has kind cycle[g % len].
+func (r *Runner) KindOf(g int) Kind { return r.kinds[(g/r.cfg.Shards)%len(r.kinds)] }
 
 // Summary is the outcome of a run.
 type Summary struct {

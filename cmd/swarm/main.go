@@ -12,6 +12,15 @@
 // cancelled, nothing new sent) and still writes the report; a second exits at
 // once with 130.
 //
+// Distributed runs (DESIGN.md): N shards, each started with the same flags,
+// the same --run-id and --start-at, --shards N and its own --shard (default
+// $JOB_COMPLETION_INDEX), run users g with g mod N = shard, wait until
+// --start-at, and write --shard-file (report.ShardFile: exact counts and HDR
+// histograms, a hash of the flags that must agree, complete = not
+// interrupted). "swarm merge [gate flags] [--json F] [--junit F] FILE..."
+// checks the files form one run (exit 2 with one line per problem
+// otherwise) and computes the verdict on the merged data (exit 0/1/3).
+//
 // JSON result fields: run_id, protocol, target, shard, shards, started_at,
 // ended_at, interrupted, drained, stop_ms; verdict, reason, counts, latency_ms,
 // late_ms, gates (pooled over both directions, gates on the pooled counts,
@@ -51,6 +60,8 @@ const (
 	exitUsage       = cli.ExitUsage
 	exitCouldNotRun = cli.ExitCouldNotRun
 	exitSignal      = cli.ExitSignal
+
+	exitInconclusive = cli.ExitInconclusive
 )
 
 // usageError carries exit code 2; runError exit code 4.
@@ -84,13 +95,19 @@ const swarmGOGC = 25
 type options struct {
 	cli.Common
 	cfg behaviours.Config
+	// ShardFile is --shard-file: where to write this shard's report.ShardFile.
+	ShardFile string
+	// StartAt is --start-at: when to start the users (zero: at once).
+	StartAt time.Time
+	// ConfigHash hashes every flag that must be equal across shards.
+	ConfigHash string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var (
 		weights, stages, learnerIvl, controlIvl, drain string
-		shardFlag                                      string
+		shardFlag, startAt                             string
 	)
 	fs := flag.NewFlagSet("swarm", flag.ContinueOnError)
 	o.Register(fs, &o.cfg.Verify)
@@ -112,12 +129,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&shardFlag, "shard", os.Getenv("JOB_COMPLETION_INDEX"), "this shard's index (default $JOB_COMPLETION_INDEX, else 0)")
 	fs.IntVar(&o.cfg.Shards, "shards", 1, "number of shards")
 	fs.Uint64Var(&o.cfg.Seed, "seed", 0, "seed of the users' random choices (default random)")
+	fs.StringVar(&o.ShardFile, "shard-file", "", "write this shard's result file (exact counts and histograms, for swarm merge) to FILE, even when interrupted")
+	fs.StringVar(&startAt, "start-at", "", "absolute start time, RFC 3339 (e.g. 2026-01-02T15:04:05Z): wait until then so all shards start together; default now")
 
-	if err := cli.ParseArgs(fs, "swarm", "Runs weighted learners and proctors against a bus and verifies their own traffic.", args, stderr); err != nil {
+	if err := cli.ParseArgs(fs, "swarm", "Runs weighted learners and proctors against a bus and verifies their own traffic.\nswarm merge [flags] SHARD-FILE... merges the --shard-file results of a distributed run (swarm merge -h).", args, stderr); err != nil {
 		return nil, err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.ConfigHash = configHash(fs)
 
 	var errs []error
 	addErr := func(err error) {
@@ -165,6 +185,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			errs = append(errs, fmt.Errorf("swarm: --shard %q is not an integer", shardFlag))
 		}
 	}
+	if startAt != "" {
+		addErr(o.parseStartAt(startAt, time.Now()))
+	}
+	if o.ShardFile != "" && o.cfg.Shards > 1 && strings.Trim(o.RunID, "0") == "" {
+		// The zero run ID means a random one, different on every shard.
+		errs = append(errs, errors.New("swarm: --shard-file with --shards > 1 needs a non-zero --run-id (the same on every shard)"))
+	}
 	o.Target.Backoff = o.cfg.Backoff
 	run, commonErrs := o.Finish("swarm", o.cfg.Verify, behaviours.IsMarker)
 	o.cfg.Run = run
@@ -191,6 +218,9 @@ func prefixErr(flag string, err error) error {
 // SIGINT/SIGTERM handling: the first stops the run at once (the report is
 // still written), the second exits with 130.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSignals bool) int {
+	if len(args) > 0 && args[0] == "merge" {
+		return runMerge(args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitPass
@@ -253,6 +283,14 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 	fmt.Fprintf(stderr, "swarm: run %s shard %d/%d against %s: %d users (%s), %s\n",
 		cfg.Run, cfg.Shard, cfg.Shards, tgt.Describe(), cfg.Users, cfg.Weights, plan(cfg))
 
+	if !o.StartAt.IsZero() {
+		if err := waitUntil(ctx, o.StartAt, stderr); err != nil {
+			// Nothing ran: no report, no shard file (merge then reports the shard missing).
+			fmt.Fprintln(stderr, "swarm: interrupted before --start-at; nothing ran, nothing written")
+			return exitInconclusive, nil
+		}
+	}
+
 	var wg sync.WaitGroup
 	liveCtx, stopLive := context.WithCancel(ctx)
 	if !o.Quiet {
@@ -293,6 +331,11 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 	if o.JSON != "" {
 		if err := report.WriteJSON(o.JSON, out); err != nil {
 			errs = append(errs, fmt.Errorf("swarm: --json: %w", err))
+		}
+	}
+	if o.ShardFile != "" {
+		if err := writeShardFile(o, cfg, s); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	code := cli.ExitCode(s.Result.Verdict)

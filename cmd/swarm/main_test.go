@@ -127,7 +127,8 @@ func TestRunEmbedded(t *testing.T) {
 // short, and the report is still written.
 func TestStopStillReports(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out.json")
-	args := append([]string{"--json", path}, fast...)
+	shardPath := filepath.Join(t.TempDir(), "shard.json")
+	args := append([]string{"--json", path, "--shard-file", shardPath}, fast...)
 	args = append(args, "--duration", "1h")
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(time.Second, cancel)
@@ -142,6 +143,10 @@ func TestStopStillReports(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "interrupted") {
 		t.Errorf("stdout does not say the run was interrupted")
+	}
+	shard := readJSON(t, shardPath)
+	if shard["complete"] != false || shard["counts"] == nil {
+		t.Errorf("--shard-file after a stop: complete %v, counts %v; want false and the counts", shard["complete"], shard["counts"])
 	}
 }
 
