@@ -218,6 +218,57 @@ func (r *Runner) endSubscription(ctx context.Context, sub *subscription) {
 	r.reg.remove(sub)
 }
 
+// session is what a learner or proctor session opens: a subscriber in ledger,
+// its connection, and the subscribe attempt running beside the session's work.
+type session struct {
+	r       *Runner
+	ctx     context.Context // the session's subscriber context
+	cancel  context.CancelFunc
+	sub     *subscription
+	conn    bus.Conn
+	stopTry context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// openSession dials user u's connection for one session (kind names the
+// subscriber, n numbers the session) and starts subscribing to topics in
+// parallel. It returns nil if no connection could be made before the run stopped.
+func (r *Runner) openSession(pubCtx, subCtx context.Context, u *user, ledger *verify.Ledger, kind string, n uint64, topics []string,
+	onMessage func(byte, []byte, *verify.Stamp)) *session {
+	s := &session{r: r}
+	s.ctx, s.cancel = context.WithCancel(subCtx)
+	rec := ledger.Subscriber(kind + "-" + strconv.Itoa(u.g) + "-" + strconv.FormatUint(n, 10))
+	s.sub = newSubscription(rec, topics)
+	h := newHandler(r, u, s.sub, onMessage)
+	s.conn = r.dial(pubCtx, s.ctx, s.cancel, u, h)
+	if s.conn == nil {
+		rec.Close(r.clock.Now())
+		s.cancel()
+		return nil
+	}
+	tryCtx, stopTry := context.WithCancel(pubCtx)
+	s.stopTry = stopTry
+	seed := uint64(u.g)<<32 | n
+	s.wg.Go(func() { r.subscribeAndConfirm(tryCtx, u, seed, s.conn, h, s.sub) })
+	return s
+}
+
+// finish ends the subscribe attempt and the subscription (draining what it
+// still expects, see endSubscription) once the session's work is done.
+func (s *session) finish() {
+	s.stopTry()
+	s.wg.Wait()
+	s.r.endSubscription(s.ctx, s.sub)
+}
+
+// close releases the session: the subscribe attempt, the connection, the context.
+func (s *session) close() {
+	s.stopTry()
+	s.wg.Wait()
+	s.conn.Close()
+	s.cancel()
+}
+
 // learnerSession runs one learner session. It reports whether it started
 // (got a connection).
 func (r *Runner) learnerSession(pubCtx, subCtx context.Context, u *user) bool {
@@ -228,26 +279,14 @@ func (r *Runner) learnerSession(pubCtx, subCtx context.Context, u *user) bool {
 	stream := u.sessions
 	evTopic, ctlTopic := EventTopic(id), ControlTopic(id)
 
-	sessCtx, cancelSess := context.WithCancel(subCtx)
-	defer cancelSess()
-	rec := r.control.Subscriber("learner-" + strconv.Itoa(u.g) + "-" + strconv.FormatUint(uint64(stream), 10))
-	sub := newSubscription(rec, []string{ctlTopic})
-	h := newHandler(r, u, sub, nil)
-	conn := r.dial(pubCtx, sessCtx, cancelSess, u, h)
-	if conn == nil {
-		rec.Close(r.clock.Now())
+	// Subscribe to the control topic in parallel with publishing.
+	sess := r.openSession(pubCtx, subCtx, u, r.control, "learner", uint64(stream), []string{ctlTopic}, nil)
+	if sess == nil {
 		return false
 	}
-	defer conn.Close()
-
-	// Subscribe to the control topic in parallel with publishing.
-	tryCtx, stopTry := context.WithCancel(pubCtx)
-	defer stopTry()
-	var wg sync.WaitGroup
-	seed := uint64(u.g)<<32 | uint64(stream)
-	wg.Go(func() { r.subscribeAndConfirm(tryCtx, u, seed, conn, h, sub) })
-
-	cctx, release := callContext(sessCtx)
+	defer sess.close()
+	conn := sess.conn
+	cctx, release := callContext(sess.ctx)
 	defer release()
 	sr := r.events.Stream(u.pub, stream)
 	next := r.clock.Now() + int64(cfg.LearnerInterval.pick(u.rnd))
@@ -283,9 +322,7 @@ items:
 	}
 	sr.Close(r.clock.Now())
 	r.reg.endStream(evTopic, u.pub, stream)
-	stopTry()
-	wg.Wait()
-	r.endSubscription(sessCtx, sub)
+	sess.finish()
 	return true
 }
 
@@ -368,25 +405,13 @@ func (r *Runner) proctorSession(pubCtx, subCtx context.Context, u *user) bool {
 		ps.list = append(ps.list, l)
 	}
 
-	sessCtx, cancelSess := context.WithCancel(subCtx)
-	defer cancelSess()
-	rec := r.events.Subscriber("proctor-" + strconv.Itoa(u.g) + "-" + strconv.FormatUint(uint64(u.sessions), 10))
-	sub := newSubscription(rec, topics)
-	h := newHandler(r, u, sub, ps.onMessage)
-	conn := r.dial(pubCtx, sessCtx, cancelSess, u, h)
-	if conn == nil {
-		rec.Close(r.clock.Now())
+	sess := r.openSession(pubCtx, subCtx, u, r.events, "proctor", uint64(u.sessions), topics, ps.onMessage)
+	if sess == nil {
 		return false
 	}
-	defer conn.Close()
-
-	tryCtx, stopTry := context.WithCancel(pubCtx)
-	defer stopTry()
-	var wg sync.WaitGroup
-	seed := uint64(u.g)<<32 | uint64(u.sessions)
-	wg.Go(func() { r.subscribeAndConfirm(tryCtx, u, seed, conn, h, sub) })
-
-	cctx, release := callContext(sessCtx)
+	defer sess.close()
+	conn := sess.conn
+	cctx, release := callContext(sess.ctx)
 	defer release()
 	closeStream := func(l *learnerState) {
 		if l.sr != nil && !l.closed {
@@ -452,9 +477,7 @@ control:
 	for _, l := range ps.list {
 		closeStream(l)
 	}
-	stopTry()
-	wg.Wait()
-	r.endSubscription(sessCtx, sub)
+	sess.finish()
 	return true
 }
 
