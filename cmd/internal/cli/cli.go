@@ -123,6 +123,8 @@ func (c *Common) Finish(prog string, ledger verify.Config, skip func([]byte) boo
 	}
 	if ledger.Latency <= 0 || ledger.LostAfter <= 0 || ledger.Grace < 0 {
 		errs = append(errs, fmt.Errorf("%s: --latency and --lost-after must be > 0 and --grace >= 0", prog))
+	} else if ledger.Latency > ledger.LostAfter {
+		errs = append(errs, fmt.Errorf("%s: --latency %v must not exceed --lost-after %v (lower --latency or raise --lost-after)", prog, ledger.Latency, ledger.LostAfter))
 	}
 	if err := ledger.Gates.Validate(); err != nil {
 		errs = append(errs, err)

@@ -44,6 +44,7 @@ func TestFinish(t *testing.T) {
 		{[]string{"--fault-delay", "0.1", "--fault-delays", "soon"}, "--fault-delays"},
 		{[]string{"--live", "0"}, "--live"},
 		{[]string{"--lost-after", "0"}, "--lost-after"},
+		{[]string{"--lost-after", "1s"}, "--latency 2s must not exceed --lost-after 1s"},
 		{[]string{"--within", "2"}, "--within"},
 		{[]string{"--run-id", "zz"}, "--run-id"},
 		{[]string{"--bogus"}, "run x -h"},
