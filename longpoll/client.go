@@ -47,7 +47,7 @@ var ErrClosed = errors.New("longpoll: closed")
 // life; it grows (up to maxReadBuffer) only for a server whose response
 // headers do not fit.
 const (
-	pollReadBuffer   = 2048
+	pollReadBuffer   = 1024
 	maxReadBuffer    = 64 << 10
 	maxMessageSize   = 8 << 20 // largest poll response body accepted
 	pubReadBuffer    = 4096
@@ -67,6 +67,7 @@ type Client struct {
 	dialers   []net.Dialer
 	next      atomic.Uint32
 	pub       *fasthttp.HostClient
+	pool      *pubPool // publisher goroutines (see runPublish)
 
 	closing atomic.Bool // set by Close; read on every Publish without a lock
 
@@ -88,6 +89,7 @@ func New(cfg Config) (*Client, error) {
 		pubPrefix: joinPath(t.base, cfg.PubPath),
 		subPrefix: joinPath(t.base, cfg.SubPath),
 		conns:     make(map[*Conn]struct{}),
+		pool:      newPubPool(cfg.MaxConns),
 	}
 	if t.tls {
 		c.tlsConf = &tls.Config{ServerName: t.name, InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12} //nolint:gosec // Insecure is the user's explicit switch
@@ -213,6 +215,7 @@ func (c *Client) Close() {
 	for _, conn := range conns {
 		_ = conn.Close()
 	}
+	c.pool.close()
 	c.pub.CloseIdleConnections()
 }
 

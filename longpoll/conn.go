@@ -57,7 +57,11 @@ func (c *Conn) Publish(ctx context.Context, channel string, payload []byte) erro
 		return fmt.Errorf("longpoll: publish %q: %w", channel, err)
 	}
 	start := time.Now()
-	status, err := c.c.publish(ctx, start, channel, payload)
+	deadline := start.Add(c.c.cfg.PublishTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	status, err := c.c.runPublish(deadline, channel, payload)
 	end := time.Now()
 	c.h.HandleEvent(bus.Event{Kind: bus.Published, At: end, Err: err, Status: status, Latency: end.Sub(start)})
 	return err
@@ -69,11 +73,7 @@ var pathPool = sync.Pool{New: func() any { b := make([]byte, 0, 128); return &b 
 // itself (AcquireConn, write, read) rather than HostClient.Do so it knows
 // whether the request was written: that is the line between "not published"
 // and "outcome unknown".
-func (c *Client) publish(ctx context.Context, start time.Time, channel string, payload []byte) (int, error) {
-	deadline := start.Add(c.cfg.PublishTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
+func (c *Client) publish(deadline time.Time, channel string, payload []byte) (int, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -205,11 +205,13 @@ type pollLoop struct {
 	head    string // request line and fixed headers, up to the cursor headers
 	buf     []byte // the request being written
 
-	sock    net.Conn // the loop goroutine's view of its socket
-	br      *bufio.Reader
-	cur     cursor
-	written bool // the first request of this loop was written
-	failing bool // in a failure streak
+	sock      net.Conn // the loop goroutine's view of its socket
+	br        *bufio.Reader
+	cur       cursor
+	written   bool      // the first request of this loop was written
+	failing   bool      // in a failure streak
+	failSince time.Time // when the failure streak began
+	bo        *backoff.Backoff
 
 	mu  sync.Mutex // guards nc and cut against the canceller
 	nc  net.Conn
@@ -295,50 +297,72 @@ func (l *pollLoop) emit(e bus.Event) {
 	l.conn.h.HandleEvent(e)
 }
 
+// run is the loop. It waits for each response in its own small frame (the
+// rest is in send, receive and after): a held poll is parked with a shallow
+// stack, so the runtime can shrink the goroutine's stack to its minimum.
 func (l *pollLoop) run() {
 	defer close(l.done)
 	stopCut := context.AfterFunc(l.ctx, l.cutNow)
 	defer stopCut()
 	defer l.disconnect()
 
-	bo := backoff.New(l.conn.c.cfg.Backoff, nil)
-	var failSince time.Time
+	l.bo = backoff.New(l.conn.c.cfg.Backoff, nil)
 	for l.ctx.Err() == nil {
 		start := time.Now()
-		status, err := l.poll()
-		if l.ctx.Err() != nil {
-			return
-		}
-		end := time.Now()
-		l.emit(bus.Event{Kind: bus.Polled, Status: status, Latency: end.Sub(start), Err: err})
+		err := l.send()
 		if err == nil {
-			if l.failing {
-				l.failing = false
-				l.emit(bus.Event{Kind: bus.Connected, Latency: end.Sub(failSince)})
+			// Wait for the first byte before taking a Response from the pool, so a
+			// held poll holds nothing but its socket and read buffer.
+			if _, perr := l.br.Peek(1); perr != nil {
+				err = l.peekFailed(perr)
 			}
-			bo.Reset()
-			continue
 		}
-		if !l.failing {
-			l.failing = true
-			failSince = start
-			l.emit(bus.Event{Kind: bus.Disconnected, Err: err})
+		status := 0
+		if err == nil {
+			status, err = l.receive()
 		}
-		d := bo.Next()
-		l.emit(bus.Event{Kind: bus.Retrying, Delay: d})
-		if backoff.Sleep(l.ctx, d) != nil {
+		if !l.after(start, status, err) {
 			return
 		}
 	}
 }
 
-// poll runs one cycle: connect if needed, write the request, read and act on
-// the response. It returns the HTTP status (0 if none) and an error for
-// anything but a 200 with a message id, a 304 or a 408.
-func (l *pollLoop) poll() (int, error) {
+// after reports one poll cycle that began at start and, on failure, waits out
+// the backoff. It reports whether the loop goes on.
+//
+//go:noinline
+func (l *pollLoop) after(start time.Time, status int, err error) bool {
+	if l.ctx.Err() != nil {
+		return false
+	}
+	end := time.Now()
+	l.emit(bus.Event{Kind: bus.Polled, Status: status, Latency: end.Sub(start), Err: err})
+	if err == nil {
+		if l.failing {
+			l.failing = false
+			l.emit(bus.Event{Kind: bus.Connected, Latency: end.Sub(l.failSince)})
+		}
+		l.bo.Reset()
+		return true
+	}
+	if !l.failing {
+		l.failing = true
+		l.failSince = start
+		l.emit(bus.Event{Kind: bus.Disconnected, Err: err})
+	}
+	d := l.bo.Next()
+	l.emit(bus.Event{Kind: bus.Retrying, Delay: d})
+	return backoff.Sleep(l.ctx, d) == nil
+}
+
+// send starts one poll cycle: connect if needed and write the request. Its
+// error means no response will come (the socket is gone).
+//
+//go:noinline
+func (l *pollLoop) send() error {
 	if l.sock == nil {
 		if err := l.connect(); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	_ = l.sock.SetDeadline(time.Now().Add(l.conn.c.cfg.PollTimeout))
@@ -353,7 +377,7 @@ func (l *pollLoop) poll() (int, error) {
 	l.buf = append(l.buf, "\r\n"...)
 	if _, err := l.sock.Write(l.buf); err != nil {
 		l.disconnect()
-		return 0, fmt.Errorf("longpoll: poll: write: %w", err)
+		return fmt.Errorf("longpoll: poll: write: %w", err)
 	}
 	if !l.written {
 		l.written = true
@@ -363,15 +387,26 @@ func (l *pollLoop) poll() (int, error) {
 		}
 		l.emit(bus.Event{Kind: bus.Subscribed, Latency: lat})
 	}
-	// Wait for the first byte before taking a Response from the pool, so a held
-	// poll holds nothing but its socket and read buffer.
-	if _, err := l.br.Peek(1); err != nil {
-		l.disconnect()
-		if errors.Is(err, io.EOF) {
-			return 0, fmt.Errorf("longpoll: poll: server closed the connection: %w", err)
-		}
-		return 0, fmt.Errorf("longpoll: poll: %w", err)
+	return nil
+}
+
+// peekFailed handles a failure while waiting for the response.
+//
+//go:noinline
+func (l *pollLoop) peekFailed(err error) error {
+	l.disconnect()
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("longpoll: poll: server closed the connection: %w", err)
 	}
+	return fmt.Errorf("longpoll: poll: %w", err)
+}
+
+// receive reads and acts on the response whose first byte has arrived. It
+// returns the HTTP status (0 if none) and an error for anything but a 200 with
+// a message id, a 304 or a 408.
+//
+//go:noinline
+func (l *pollLoop) receive() (int, error) {
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	status, closeConn, err := handleResponse(&l.br, l.sock, resp, &l.cur, l.conn.h)
