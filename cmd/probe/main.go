@@ -188,7 +188,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		fmt.Fprintf(stderr, "probe: embedded bus injected: %+v\n", inj)
 	}
 	if runErr == nil {
-		if err := report.Table(stdout, out.Result); err != nil {
+		if err := report.Table(o.TableOut(stdout, stderr), out.Result); err != nil {
 			cli.PrintErr(stderr, err)
 		}
 	}

@@ -314,6 +314,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 	}
 	out := newOutput(s, tgt, cfg)
 	var errs []error
+	stdout = o.TableOut(stdout, stderr) // --json - keeps stdout for the JSON
 	if err := report.OpsTable(stdout, s.Ops); err != nil {
 		errs = append(errs, err)
 	}

@@ -234,3 +234,12 @@ func (c *Common) ServePProf() (stop func(), err error) {
 	go func() { defer close(done); _ = srv.Serve(l) }()
 	return func() { srv.Close(); <-done }, nil
 }
+
+// TableOut is where the human-readable final tables go: stdout, unless
+// --json - claimed stdout for the machine-readable result.
+func (c *Common) TableOut(stdout, stderr io.Writer) io.Writer {
+	if c.JSON == "-" {
+		return stderr
+	}
+	return stdout
+}
