@@ -75,12 +75,11 @@ func fmtMS(v float64) string {
 	return strconv.FormatFloat(v, 'f', 0, 64)
 }
 
-// Table writes the final console output of a probe or swarm run: a counts
-// table, a latency table, a gates table and one verdict line.
-func Table(w io.Writer, r verify.Result) error {
-	c := r.Counts
+// countRows are the rows of the counts table (outcome, count, share), shared
+// by the console table and the HTML page.
+func countRows(c verify.Counts) [][]string {
 	e := c.Expected
-	rows := [][]string{
+	return [][]string{
 		{"expected", u(e), ""},
 		{"on time", u(c.OnTime), pct(c.OnTime, e)},
 		{"slow", u(c.Slow), pct(c.Slow, e)},
@@ -106,18 +105,29 @@ func Table(w io.Writer, r verify.Result) error {
 		{"publish failed", u(c.PublishFailed), pct(c.PublishFailed, c.PublishAttempted)},
 		{"publish unknown", u(c.PublishUnknown), pct(c.PublishUnknown, c.PublishAttempted)},
 	}
-	if err := render(newTable(w, "outcome", "count", "share"), rows); err != nil {
-		return err
-	}
+}
 
+// latencyRows are the delivered and late latency rows (name, count, p50, p95,
+// p99, max in ms), shared by the console table and the HTML page.
+func latencyRows(r verify.Result) [][]string {
 	lat := func(name string, l verify.Latency) []string {
 		if l.Count == 0 {
 			return []string{name, "0", "-", "-", "-", "-"}
 		}
 		return []string{name, u(l.Count), fmtMS(l.P50), fmtMS(l.P95), fmtMS(l.P99), fmtMS(l.Max)}
 	}
-	if err := render(newTable(w, "latency", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"),
-		[][]string{lat("delivered", r.LatencyMS), lat("late", r.LateMS)}); err != nil {
+	return [][]string{lat("delivered", r.LatencyMS), lat("late", r.LateMS)}
+}
+
+// Table writes the final console output of a probe or swarm run: a counts
+// table, a latency table, a gates table and one verdict line.
+func Table(w io.Writer, r verify.Result) error {
+	rows := countRows(r.Counts)
+	if err := render(newTable(w, "outcome", "count", "share"), rows); err != nil {
+		return err
+	}
+
+	if err := render(newTable(w, "latency", "count", "p50 ms", "p95 ms", "p99 ms", "max ms"), latencyRows(r)); err != nil {
 		return err
 	}
 

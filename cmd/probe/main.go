@@ -222,6 +222,11 @@ func writeOutputs(o *options, out probe.Outcome) error {
 			errs = append(errs, fmt.Errorf("probe: --json: %w", err))
 		}
 	}
+	if o.HTML != "" {
+		if err := report.WriteHTML(o.HTML, "eventswarm probe "+out.RunID, out.Result); err != nil {
+			errs = append(errs, fmt.Errorf("probe: --html: %w", err))
+		}
+	}
 	if o.junitPath != "" {
 		if err := report.WriteJUnit(o.junitPath, "eventswarm.probe", out.Result); err != nil {
 			errs = append(errs, fmt.Errorf("probe: --junit: %w", err))

@@ -206,8 +206,8 @@ func TestEmbeddedPassWritesReports(t *testing.T) {
 	for _, proto := range []string{"http", "mqtt"} {
 		t.Run("embedded="+proto, func(t *testing.T) {
 			dir := t.TempDir()
-			jsonPath, junitPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "j.xml")
-			args := append([]string{"--embedded", proto, "--json", jsonPath, "--junit", junitPath}, fast...)
+			jsonPath, junitPath, htmlPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "j.xml"), filepath.Join(dir, "r.html")
+			args := append([]string{"--embedded", proto, "--json", jsonPath, "--junit", junitPath, "--html", htmlPath}, fast...)
 			code, stdout, stderr := runProbe(t, args...)
 			if code != exitPass {
 				t.Fatalf("exit %d, want 0; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
@@ -229,6 +229,10 @@ func TestEmbeddedPassWritesReports(t *testing.T) {
 			}
 			if res.Verdict != "pass" || len(res.Gates) < 4 {
 				t.Fatalf("verdict %q, %d gates", res.Verdict, len(res.Gates))
+			}
+			page, err := os.ReadFile(htmlPath)
+			if err != nil || !bytes.Contains(page, []byte("PASS")) {
+				t.Fatalf("html report: %v (%d bytes, want a PASS verdict)", err, len(page))
 			}
 			junit, err := os.ReadFile(junitPath)
 			if err != nil || !bytes.Contains(junit, []byte("<testcase")) {

@@ -334,6 +334,11 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 			errs = append(errs, fmt.Errorf("swarm: --json: %w", err))
 		}
 	}
+	if o.HTML != "" {
+		if err := report.WriteHTML(o.HTML, "eventswarm swarm "+out.RunID, s.Result); err != nil {
+			errs = append(errs, fmt.Errorf("swarm: --html: %w", err))
+		}
+	}
 	if o.ShardFile != "" {
 		if err := writeShardFile(o, cfg, s); err != nil {
 			errs = append(errs, err)

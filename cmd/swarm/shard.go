@@ -21,7 +21,7 @@ const startAtTolerance = 5 * time.Second
 // perShardFlags may differ between the shards of one run, so they are not in
 // the config hash; the password is left out so its hash is not written.
 var perShardFlags = map[string]bool{
-	"shard": true, "shard-file": true, "json": true, "live": true, "quiet": true,
+	"shard": true, "shard-file": true, "json": true, "html": true, "live": true, "quiet": true,
 	"pprof": true, "start-at": true, "password": true,
 }
 

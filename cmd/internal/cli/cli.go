@@ -50,6 +50,7 @@ type Common struct {
 	Faults localbus.Faults
 	Hold   time.Duration
 	JSON   string
+	HTML   string
 	RunID  string
 	Live   time.Duration
 	Quiet  bool
@@ -82,6 +83,7 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.Float64Var(&ledger.Gates.MinPublishAvailability, "min-publish-availability", 0.999, "fraction of publishes that must succeed")
 
 	fs.StringVar(&c.JSON, "json", "", "write the result as JSON to FILE (- for stdout)")
+	fs.StringVar(&c.HTML, "html", "", "write a self-contained HTML report to FILE")
 	fs.StringVar(&c.RunID, "run-id", "", "run ID (32 hex digits); default random")
 	fs.DurationVar(&c.Live, "live", 5*time.Second, "interval of the live output")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no live output")
