@@ -41,11 +41,3 @@ func payloadKind(p []byte) (kind byte, id []byte) {
 	}
 	return kind, rest[:n]
 }
-
-// IsMarker reports whether payload is a readiness marker (stamp stream
-// verify.MarkerStream). Give it to localbus.Faults.Skip so that faults never
-// hit markers.
-func IsMarker(payload []byte) bool {
-	var st verify.Stamp
-	return verify.Decode(payload, &st) == nil && st.Stream == verify.MarkerStream
-}

@@ -9,6 +9,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -142,26 +143,4 @@ func (c ErrorClass) String() string {
 // StatusError is an HTTP status a transport did not expect.
 type StatusError struct{ Status int }
 
-func (e *StatusError) Error() string { return "unexpected HTTP status " + itoa(e.Status) }
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
-}
+func (e *StatusError) Error() string { return "unexpected HTTP status " + strconv.Itoa(e.Status) }

@@ -94,7 +94,7 @@ func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
 				Seed: 7, Drop: 0.04, Duplicate: 0.05, Delay: 0.08,
 				// 1s: slow (500ms < d ≤ 1.5s); 1.7s: lost and late (arrives before the drain ends at 2s).
 				Delays: []time.Duration{time.Second, 1700 * time.Millisecond},
-				Skip:   probe.IsMarker,
+				Skip:   verify.IsMarker,
 			}
 			out, tgt := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
 			inj := tgt.Embedded().Injected()
@@ -131,7 +131,7 @@ func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
 func TestEmbeddedCorruptFailsHard(t *testing.T) {
 	cfg := fastConfig()
 	cfg.Duration = time.Second
-	faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: probe.IsMarker}
+	faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: verify.IsMarker}
 	out, tgt := runProbe(t, target.Config{Embedded: target.HTTP, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
 	inj := tgt.Embedded().Injected()
 	if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {

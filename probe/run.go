@@ -12,12 +12,6 @@ import (
 	"github.com/eventswarm/eventswarm/verify"
 )
 
-// IsMarker reports whether payload is a readiness marker (for fault injection's Skip).
-func IsMarker(payload []byte) bool {
-	var st verify.Stamp
-	return verify.Decode(payload, &st) == nil && st.Stream == verify.MarkerStream
-}
-
 // subscriber is one probe subscriber: a connection subscribed to every stream.
 type subscriber struct {
 	p      *prober

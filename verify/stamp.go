@@ -228,6 +228,14 @@ func Decode(src []byte, s *Stamp) error {
 	return nil
 }
 
+// IsMarker reports whether payload is a valid stamp of a readiness marker
+// (Stream == MarkerStream). The embedded bus's fault injection skips them
+// (localbus.Faults.Skip), so faults only ever hit measured messages.
+func IsMarker(payload []byte) bool {
+	var st Stamp
+	return Decode(payload, &st) == nil && st.Stream == MarkerStream
+}
+
 // Clock is the run's monotonic timeline: nanoseconds since Origin.
 type Clock struct{ Origin time.Time }
 

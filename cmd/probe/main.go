@@ -65,7 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := cli.ParseArgs(fs, "probe", "Publishes sequence-stamped messages, subscribes to them and gates on delivery SLOs.", args, stderr); err != nil {
 		return nil, err
 	}
-	run, errs := o.Finish("probe", o.cfg.Ledger, probe.IsMarker)
+	run, errs := o.Finish("probe", o.cfg.Ledger)
 	o.run = run
 	// Flags have non-zero defaults, so a zero here was typed: reject it before
 	// Defaults would replace it.

@@ -193,7 +193,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		errs = append(errs, errors.New("swarm: --shard-file with --shards > 1 needs a non-zero --run-id (the same on every shard)"))
 	}
 	o.Target.Backoff = o.cfg.Backoff
-	run, commonErrs := o.Finish("swarm", o.cfg.Verify, behaviours.IsMarker)
+	run, commonErrs := o.Finish("swarm", o.cfg.Verify)
 	o.cfg.Run = run
 	errs = append(errs, commonErrs...)
 	o.cfg.LongPoll = o.Target.Protocol() == target.HTTP

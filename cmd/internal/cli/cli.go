@@ -99,9 +99,9 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 }
 
 // Finish checks the common flags after parsing and fills the embedded bus's
-// config; skip keeps faults off readiness markers. It returns every problem,
+// config, with faults kept off readiness markers. It returns every problem,
 // each prefixed with prog.
-func (c *Common) Finish(prog string, ledger verify.Config, skip func([]byte) bool) (run verify.RunID, errs []error) {
+func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, errs []error) {
 	if c.Faults.Enabled() {
 		if c.Target.URL != "" {
 			errs = append(errs, fmt.Errorf("%s: --fault-* flags only apply to the embedded bus (no --target)", prog))
@@ -114,7 +114,7 @@ func (c *Common) Finish(prog string, ledger verify.Config, skip func([]byte) boo
 			}
 			c.Faults.Delays = append(c.Faults.Delays, d)
 		}
-		c.Faults.Skip = skip
+		c.Faults.Skip = verify.IsMarker
 	}
 	c.Target.Bus = localbus.Config{Hold: c.Hold, Faults: c.Faults}
 	if err := c.Target.Validate(); err != nil {

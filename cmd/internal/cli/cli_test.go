@@ -29,7 +29,7 @@ func parse(t *testing.T, args ...string) (*Common, verify.Config, []error) {
 	if err := ParseArgs(fs, "x", "about", args, &bytes.Buffer{}); err != nil {
 		return &c, ledger, []error{err}
 	}
-	_, errs := c.Finish("x", ledger, nil)
+	_, errs := c.Finish("x", ledger)
 	return &c, ledger, errs
 }
 
