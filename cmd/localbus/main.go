@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/eventswarm/eventswarm/localbus"
+	"github.com/eventswarm/eventswarm/internal/localbus"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }

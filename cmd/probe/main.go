@@ -16,11 +16,11 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
-	"github.com/eventswarm/eventswarm/mqtt"
-	"github.com/eventswarm/eventswarm/probe"
-	"github.com/eventswarm/eventswarm/report"
-	"github.com/eventswarm/eventswarm/target"
-	"github.com/eventswarm/eventswarm/verify"
+	"github.com/eventswarm/eventswarm/internal/mqtt"
+	"github.com/eventswarm/eventswarm/internal/probe"
+	"github.com/eventswarm/eventswarm/internal/report"
+	"github.com/eventswarm/eventswarm/internal/target"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 // Exit codes (DESIGN.md), shared with swarm.

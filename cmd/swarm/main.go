@@ -46,12 +46,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/eventswarm/eventswarm/behaviours"
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
-	"github.com/eventswarm/eventswarm/report"
-	"github.com/eventswarm/eventswarm/stats"
-	"github.com/eventswarm/eventswarm/target"
-	"github.com/eventswarm/eventswarm/verify"
+	"github.com/eventswarm/eventswarm/internal/behaviours"
+	"github.com/eventswarm/eventswarm/internal/report"
+	"github.com/eventswarm/eventswarm/internal/stats"
+	"github.com/eventswarm/eventswarm/internal/target"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 // Exit codes (DESIGN.md).

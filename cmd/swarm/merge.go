@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
-	"github.com/eventswarm/eventswarm/report"
-	"github.com/eventswarm/eventswarm/stats"
-	"github.com/eventswarm/eventswarm/verify"
+	"github.com/eventswarm/eventswarm/internal/report"
+	"github.com/eventswarm/eventswarm/internal/stats"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 // mergeOutput is merge's --json result: the verdict on the merged data and

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/eventswarm/eventswarm/behaviours"
-	"github.com/eventswarm/eventswarm/longpoll"
-	"github.com/eventswarm/eventswarm/target"
+	"github.com/eventswarm/eventswarm/internal/behaviours"
+	"github.com/eventswarm/eventswarm/internal/longpoll"
+	"github.com/eventswarm/eventswarm/internal/target"
 )
 
 // fdBase is the open files swarm needs besides the users' sockets (binary,

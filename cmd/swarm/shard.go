@@ -9,9 +9,9 @@ import (
 	"io"
 	"time"
 
-	"github.com/eventswarm/eventswarm/backoff"
-	"github.com/eventswarm/eventswarm/behaviours"
-	"github.com/eventswarm/eventswarm/report"
+	"github.com/eventswarm/eventswarm/internal/backoff"
+	"github.com/eventswarm/eventswarm/internal/behaviours"
+	"github.com/eventswarm/eventswarm/internal/report"
 )
 
 // startAtTolerance is how far in the past --start-at may be: a shard

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eventswarm/eventswarm/localbus"
-	"github.com/eventswarm/eventswarm/report"
+	"github.com/eventswarm/eventswarm/internal/localbus"
+	"github.com/eventswarm/eventswarm/internal/report"
 )
 
 const testRunID = "0123456789abcdef0123456789abcdef"

@@ -17,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/eventswarm/eventswarm/bus"
-	"github.com/eventswarm/eventswarm/localbus"
-	"github.com/eventswarm/eventswarm/target"
-	"github.com/eventswarm/eventswarm/verify"
+	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/localbus"
+	"github.com/eventswarm/eventswarm/internal/target"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 // Exit codes of every command (DESIGN.md).

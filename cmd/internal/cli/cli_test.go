@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/eventswarm/eventswarm/bus"
-	"github.com/eventswarm/eventswarm/verify"
+	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 func TestExitCode(t *testing.T) {

@@ -1,0 +1,363 @@
+package behaviours
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eventswarm/eventswarm/internal/backoff"
+	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/localbus"
+	"github.com/eventswarm/eventswarm/internal/longpoll"
+	"github.com/eventswarm/eventswarm/internal/mqtt"
+	"github.com/eventswarm/eventswarm/internal/verify"
+)
+
+var testBackoff = backoff.Config{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}
+
+// startBus starts an embedded bus on loopback, closed when the test ends.
+func startBus(t testing.TB, cfg localbus.Config) *localbus.Bus {
+	t.Helper()
+	b, err := localbus.Start(cfg)
+	if err != nil {
+		t.Fatalf("localbus.Start: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// dialerFor returns a Dialer of the real transport for proto ("http" or "mqtt").
+func dialerFor(t testing.TB, b *localbus.Bus, proto string) bus.Dialer {
+	return dialerWith(t, b, proto, testBackoff)
+}
+
+// dialerWith is dialerFor with the transport's own retry schedule (polls, reconnects).
+func dialerWith(t testing.TB, b *localbus.Bus, proto string, bo backoff.Config) bus.Dialer {
+	t.Helper()
+	switch proto {
+	case "mqtt":
+		c, err := mqtt.New(mqtt.Config{URL: "mqtt://" + b.MQTTAddr(), Backoff: bo,
+			PublishTimeout: 2 * time.Second, ConnectTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatalf("mqtt.New: %v", err)
+		}
+		t.Cleanup(c.Close)
+		return bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
+			conn, err := c.Dial(ctx, id, h)
+			if err != nil {
+				return nil, err
+			}
+			return conn, nil
+		})
+	default:
+		c, err := longpoll.New(longpoll.Config{URL: b.HTTPURL(), Backoff: bo, PublishTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatalf("longpoll.New: %v", err)
+		}
+		t.Cleanup(c.Close)
+		return c.Dialer()
+	}
+}
+
+// smallConfig is a scaled-down run: short intervals and thresholds so a test
+// takes seconds. Latency bounds are generous: tests assert counts, not speed.
+func smallConfig(proto string) Config {
+	return Config{
+		Users:              12,
+		SpawnRate:          100,
+		Duration:           1500 * time.Millisecond,
+		Weights:            Weights{Learner: 5, Proctor: 1},
+		Items:              4,
+		LearnerInterval:    Range{20 * time.Millisecond, 50 * time.Millisecond},
+		ControlInterval:    Range{20 * time.Millisecond, 40 * time.Millisecond},
+		ControlFanout:      2,
+		LearnersPerProctor: 5,
+		ProctorTimeout:     time.Second,
+		MarkerWait:         100 * time.Millisecond,
+		MarkerAttempts:     30,
+		LongPoll:           proto == "http",
+		Backoff:            testBackoff,
+		Verify:             verify.Config{Latency: 1500 * time.Millisecond, LostAfter: 2 * time.Second, Grace: 200 * time.Millisecond},
+		Seed:               1,
+	}
+}
+
+func run(t *testing.T, ctx context.Context, cfg Config, d bus.Dialer) Summary {
+	t.Helper()
+	r, err := New(cfg, d)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	s, err := r.Run(ctx)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return s
+}
+
+var protos = []string{"http", "mqtt"}
+
+// TestNoFaults: learners and proctors paired by the pool on both transports;
+// events reach proctors, control messages reach learners, nothing is lost or
+// duplicated, and the run ends drained with a pass.
+func TestNoFaults(t *testing.T) {
+	for _, proto := range protos {
+		t.Run("proto="+proto, func(t *testing.T) {
+			b := startBus(t, localbus.Config{})
+			s := run(t, t.Context(), smallConfig(proto), dialerFor(t, b, proto))
+			logSummary(t, s)
+			for name, res := range s.Streams {
+				c := res.Counts
+				if c.Expected == 0 {
+					t.Errorf("%s: expected = 0; want deliveries", name)
+				}
+				if c.Lost != 0 || c.Duplicates != 0 || c.Unexpected != 0 || c.Corrupt != 0 {
+					t.Errorf("%s: lost %d dup %d unexpected %d corrupt %d; want 0", name, c.Lost, c.Duplicates, c.Unexpected, c.Corrupt)
+				}
+				if c.Pending != 0 {
+					t.Errorf("%s: pending = %d after a drained run", name, c.Pending)
+				}
+			}
+			if !s.Drained || s.Interrupted {
+				t.Errorf("drained=%v interrupted=%v; want true, false", s.Drained, s.Interrupted)
+			}
+			if s.UsersByKind["learner"] != 10 || s.UsersByKind["proctor"] != 2 {
+				t.Errorf("users by kind = %v; want learner=10 proctor=2", s.UsersByKind)
+			}
+			if s.PoolActive != 0 {
+				t.Errorf("pool active = %d after the run; want 0 (every learner returned its ID)", s.PoolActive)
+			}
+			for _, op := range []string{"connect", "subscribe", "publish", "control"} {
+				if o, _ := s.Ops.Op(op); o.Count == 0 {
+					t.Errorf("op %s count = 0", op)
+				}
+			}
+		})
+	}
+}
+
+func logSummary(t *testing.T, s Summary) {
+	t.Helper()
+	for name, res := range s.Streams {
+		t.Logf("%s: verdict %s %s counts %+v", name, res.Verdict, res.Reason, res.Counts)
+	}
+	for _, o := range s.Ops.Ops {
+		t.Logf("op %s count %d failures %d %v", o.Name, o.Count, o.Failures, o.FailuresByClass)
+	}
+}
+
+// TestFaultsCountedExactly injects drops, duplicates and short delays on the
+// embedded bus and checks that the run's ledgers count exactly the injected
+// faults that hit expected deliveries: the bus decides each fault by a pure
+// function of (subscriber connection, payload) (localbus.Faults.Decide), and
+// the runner reports every (connection, message) pair it expects through a
+// test seam, so the test predicts the counts independently of the ledger.
+func TestFaultsCountedExactly(t *testing.T) {
+	isMarker := func(p []byte) bool {
+		var st verify.Stamp
+		return verify.Decode(p, &st) == nil && st.Stream == verify.MarkerStream
+	}
+	for _, proto := range protos {
+		t.Run("proto="+proto, func(t *testing.T) {
+			faults := localbus.Faults{Seed: 7, Drop: 0.05, Duplicate: 0.05, Delay: 0.05,
+				Delays: []time.Duration{30 * time.Millisecond}, Skip: isMarker}
+			b := startBus(t, localbus.Config{Faults: faults})
+			cfg := smallConfig(proto)
+			cfg.MinLinger = 300 * time.Millisecond // see duplicates that come just after the original
+			cfg.Verify.LostAfter = time.Second
+			cfg.Verify.Latency = time.Second
+			r, err := New(cfg, dialerFor(t, b, proto))
+			if err != nil {
+				t.Fatal(err)
+			}
+			type pair struct {
+				conn string
+				k    msgKey
+			}
+			var mu sync.Mutex
+			expected := map[pair][]byte{}
+			r.reg.onExpect = func(conn string, k msgKey, payload []byte) {
+				mu.Lock()
+				expected[pair{conn, k}] = bytes.Clone(payload)
+				mu.Unlock()
+			}
+			r.reg.onUnexpect = func(conn string, k msgKey) {
+				mu.Lock()
+				delete(expected, pair{conn, k})
+				mu.Unlock()
+			}
+			s, err := r.Run(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			logSummary(t, s)
+			var wantLost, wantDup uint64
+			mu.Lock()
+			for p, payload := range expected {
+				switch f, _ := faults.Decide(p.conn, payload); f {
+				case localbus.Drop:
+					wantLost++
+				case localbus.Duplicate:
+					wantDup++
+				}
+			}
+			n := uint64(len(expected))
+			mu.Unlock()
+			c := s.Result.Counts
+			inj := b.Injected()
+			t.Logf("injected %+v; predicted on expected deliveries: lost %d dup %d of %d", inj, wantLost, wantDup, n)
+			if c.Expected != n {
+				t.Errorf("expected = %d; the runner expected %d deliveries", c.Expected, n)
+			}
+			if c.Lost != wantLost || c.Duplicates != wantDup {
+				t.Errorf("lost %d dup %d; want the injected lost %d dup %d", c.Lost, c.Duplicates, wantLost, wantDup)
+			}
+			if wantLost == 0 || wantDup == 0 {
+				t.Errorf("no drop or duplicate hit an expected delivery; the test exercised nothing")
+			}
+			if inj.Dropped < wantLost || inj.Duplicated < wantDup {
+				t.Errorf("bus injected %d drops, %d duplicates; fewer than predicted %d, %d", inj.Dropped, inj.Duplicated, wantLost, wantDup)
+			}
+			if c.Corrupt != 0 || c.Unexpected != 0 || c.Late != 0 {
+				t.Errorf("corrupt %d unexpected %d late %d; want 0", c.Corrupt, c.Unexpected, c.Late)
+			}
+		})
+	}
+}
+
+// eventually polls cond until it holds; the 30s bound is a hang guard, not a
+// timing assertion.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func totalRequests(b *localbus.Bus) uint64 {
+	q := b.Requests()
+	return q.HTTPPublishes + q.HTTPPolls + q.MQTTConnects + q.MQTTPublishes
+}
+
+// TestCleanStop: with many users running, cancelling Run's context stops
+// every user at once: Run returns, the summary is written (interrupted, not
+// drained), and the bus sees no request after Run returned.
+func TestCleanStop(t *testing.T) {
+	users := 500
+	if testing.Short() {
+		users = 100
+	}
+	for _, proto := range protos {
+		t.Run("proto="+proto, func(t *testing.T) {
+			b := startBus(t, localbus.Config{})
+			cfg := smallConfig(proto)
+			cfg.Users = users
+			cfg.SpawnRate = 5000
+			cfg.Duration = time.Hour
+			cfg.LearnerInterval = Range{100 * time.Millisecond, 300 * time.Millisecond}
+			cfg.LearnersPerProctor = 10
+			r, err := New(cfg, dialerFor(t, b, proto))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			done := make(chan Summary, 1)
+			go func() {
+				s, err := r.Run(ctx)
+				if err != nil {
+					t.Error(err)
+				}
+				done <- s
+			}()
+			eventually(t, "every user running and publishing", func() bool {
+				p := r.Progress()
+				pub, _ := p.Ops.Op("publish")
+				return p.Active["learner"]+p.Active["proctor"] == users && pub.Count > uint64(users)
+			})
+			t0 := time.Now()
+			cancel()
+			var s Summary
+			select {
+			case s = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run did not return within 30s of the stop")
+			}
+			t.Logf("stop of %d users took %v", users, time.Since(t0))
+			after := totalRequests(b)
+			if !s.Interrupted || s.Drained {
+				t.Errorf("interrupted=%v drained=%v; want true, false", s.Interrupted, s.Drained)
+			}
+			if s.Result.Counts.PublishAttempted == 0 || s.UsersStarted != users {
+				t.Errorf("summary after stop: %d publishes, %d users; want a full report", s.Result.Counts.PublishAttempted, s.UsersStarted)
+			}
+			if p := r.Progress(); p.Active["learner"]+p.Active["proctor"] != 0 {
+				t.Errorf("active users after Run returned: %v", p.Active)
+			}
+			// Nothing may reach the bus after Run returned.
+			time.Sleep(300 * time.Millisecond)
+			if later := totalRequests(b); later != after {
+				t.Errorf("bus saw %d requests after Run returned", later-after)
+			}
+		})
+	}
+}
+
+// TestBackoffDuringOutage: while the bus answers 503 to everything, the
+// swarm's request rate falls (backoff, not a thundering herd); when the bus
+// comes back, the swarm publishes again.
+func TestBackoffDuringOutage(t *testing.T) {
+	b := startBus(t, localbus.Config{})
+	cfg := smallConfig("http")
+	cfg.Users = 40
+	cfg.Duration = time.Hour
+	cfg.Backoff = backoff.Config{Initial: 10 * time.Millisecond, Max: time.Second, Multiplier: 2}
+	r, err := New(cfg, dialerWith(t, b, "http", cfg.Backoff))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := r.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	published := func() uint64 {
+		o, _ := r.Progress().Ops.Op("publish")
+		return o.Count - o.Failures
+	}
+	eventually(t, "users publishing", func() bool { return published() > 100 })
+
+	b.SetOutage(503)
+	// Request rate over consecutive windows of the outage.
+	const window = 500 * time.Millisecond
+	var rates []float64
+	prev := totalRequests(b)
+	for range 6 {
+		time.Sleep(window)
+		cur := totalRequests(b)
+		rates = append(rates, float64(cur-prev)/window.Seconds())
+		prev = cur
+	}
+	t.Logf("requests/s during the outage, per %v: %.0f", window, rates)
+	if first, last := rates[0], rates[len(rates)-1]; !(last < first/2) {
+		t.Errorf("request rate went from %.0f/s to %.0f/s during the outage; want it to fall by half at least", first, last)
+	}
+	o, _ := r.Progress().Ops.Op("publish")
+	if o.FailuresByClass["5xx"] == 0 {
+		t.Errorf("no publish failure counted as 5xx during the outage: %v", o.FailuresByClass)
+	}
+
+	b.SetOutage(0)
+	before := published()
+	eventually(t, "publishing again after the outage", func() bool { return published() > before+100 })
+}

@@ -1,0 +1,207 @@
+package mqtt
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eventswarm/eventswarm/internal/backoff"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultQoS            = 1
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultKeepAlive      = 30 * time.Second
+	DefaultPublishTimeout = 10 * time.Second
+)
+
+// Config says where the broker is and how to talk to it. The zero value of
+// every field but URL is valid and means the documented default.
+type Config struct {
+	// URL names the broker: mqtt://host[:port] (default port 1883) or
+	// mqtts://host[:port] (TLS, default port 8883); tcp:// is an alias of
+	// mqtt://, ssl:// and tls:// of mqtts://. User info in the URL
+	// (mqtt://user:pass@host) is used when Username is empty.
+	URL string
+	// QoS is used for every publish and subscribe: 0, 1 or 2. Zero means QoS 0
+	// only when QoSSet is true; otherwise the default 1.
+	QoS byte
+	// QoSSet says QoS was given explicitly (so that QoS 0 can be asked for).
+	// When false and QoS is 0, QoS 1 is used.
+	QoSSet bool
+	// Username and Password for CONNECT; empty means none.
+	Username, Password string
+	// CAFile is a PEM bundle of CA certificates trusted for mqtts. Empty means
+	// the system pool. Verification is always on unless Insecure is set.
+	CAFile string
+	// Insecure skips TLS certificate verification. Off by default; it is an
+	// explicit switch, never a fallback.
+	Insecure bool
+	// ConnectTimeout bounds one connect: TCP dial, TLS handshake and CONNACK
+	// (default 10s).
+	ConnectTimeout time.Duration
+	// KeepAlive is the MQTT keep-alive interval, whole seconds, at least 1s
+	// (default 30s).
+	KeepAlive time.Duration
+	// PublishTimeout bounds one publish (until PUBACK/PUBCOMP, or written for
+	// QoS 0); past it the outcome is unknown and Publish returns an error
+	// wrapping bus.ErrUnknownOutcome. It also bounds the wait for a SUBACK
+	// (default 10s).
+	PublishTimeout time.Duration
+	// CleanSession is the CONNECT clean-session flag; nil means true. With
+	// false the broker keeps the subscription and queues QoS 1/2 messages while
+	// the client is away (SessionPresent on bus.Connected tells whether it did).
+	CleanSession *bool
+	// Backoff is the reconnect schedule (default backoff.Default).
+	Backoff backoff.Config
+	// SourceAddrs are local IPs client sockets are bound to, round robin per
+	// connection (e.g. 127.0.0.2…127.0.0.9 to get past the ~28k ephemeral ports
+	// of one source address). On Linux the socket is bound with
+	// IP_BIND_ADDRESS_NO_PORT so the port is picked at connect time.
+	SourceAddrs []string
+}
+
+// endpoint is a parsed Config.URL.
+type endpoint struct {
+	addr     string // host:port
+	host     string // for TLS ServerName
+	tls      bool
+	user     string
+	password string
+	userSet  bool
+}
+
+func boolPtr(b bool) *bool { return &b }
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if !c.QoSSet && c.QoS == 0 {
+		c.QoS = DefaultQoS
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.CleanSession == nil {
+		c.CleanSession = boolPtr(true)
+	}
+	if c.Backoff == (backoff.Config{}) {
+		c.Backoff = backoff.Default
+	}
+	return c
+}
+
+// Validate reports every problem with c at once. It reads CAFile to check that
+// it holds at least one certificate.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := parseURL(c.URL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.QoS > 2 {
+		errs = append(errs, fmt.Errorf("mqtt: --qos must be 0, 1 or 2, got %d", c.QoS))
+	}
+	if c.CAFile != "" {
+		if _, err := loadCAFile(c.CAFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.ConnectTimeout < 0 {
+		errs = append(errs, fmt.Errorf("mqtt: connect timeout must be >= 0, got %v", c.ConnectTimeout))
+	}
+	if c.KeepAlive < 0 || (c.KeepAlive > 0 && c.KeepAlive < time.Second) {
+		errs = append(errs, fmt.Errorf("mqtt: keep-alive must be 0 (default) or at least 1s, got %v", c.KeepAlive))
+	}
+	if c.KeepAlive > 65535*time.Second {
+		errs = append(errs, fmt.Errorf("mqtt: keep-alive must be at most 65535s, got %v", c.KeepAlive))
+	}
+	if c.PublishTimeout < 0 {
+		errs = append(errs, fmt.Errorf("mqtt: publish timeout must be >= 0, got %v", c.PublishTimeout))
+	}
+	if c.Backoff != (backoff.Config{}) {
+		if err := c.Backoff.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("mqtt: %w", err))
+		}
+	}
+	for _, s := range c.SourceAddrs {
+		if net.ParseIP(s) == nil {
+			errs = append(errs, fmt.Errorf("mqtt: source address %q is not an IP address", s))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// parseURL checks and splits Config.URL. Errors name the flag (--target) and
+// never show a password.
+func parseURL(raw string) (endpoint, error) {
+	if raw == "" {
+		return endpoint{}, errors.New("mqtt: --target is empty; use mqtt://host:1883 or mqtts://host:8883")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return endpoint{}, fmt.Errorf("mqtt: --target is not a URL: %v", err)
+	}
+	shown := u.Redacted()
+	var ep endpoint
+	var port string
+	switch strings.ToLower(u.Scheme) {
+	case "mqtt", "tcp":
+		port = "1883"
+	case "mqtts", "ssl", "tls":
+		port, ep.tls = "8883", true
+	default:
+		return endpoint{}, fmt.Errorf("mqtt: --target %q: scheme %q is not supported; use mqtt://host:1883 or mqtts://host:8883", shown, u.Scheme)
+	}
+	if u.Opaque != "" || u.Host == "" || u.Hostname() == "" {
+		return endpoint{}, fmt.Errorf("mqtt: --target %q has no host; use %s://host:%s", shown, strings.ToLower(u.Scheme), port)
+	}
+	if u.Path != "" && u.Path != "/" {
+		return endpoint{}, fmt.Errorf("mqtt: --target %q: MQTT URLs have no path (got %q)", shown, u.Path)
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return endpoint{}, fmt.Errorf("mqtt: --target %q: port %q is not in 1..65535", shown, p)
+		}
+		port = p
+	} else if strings.HasSuffix(u.Host, ":") {
+		return endpoint{}, fmt.Errorf("mqtt: --target %q: empty port", shown)
+	}
+	ep.host = u.Hostname()
+	ep.addr = net.JoinHostPort(ep.host, port)
+	if u.User != nil {
+		ep.user = u.User.Username()
+		ep.password, _ = u.User.Password()
+		ep.userSet = true
+	}
+	return ep, nil
+}
+
+// loadCAFile reads a PEM bundle into a pool; it fails when no certificate is found.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: --ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("mqtt: --ca-file %q holds no PEM certificate", path)
+	}
+	return pool, nil
+}

@@ -1,0 +1,182 @@
+package probe_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/eventswarm/eventswarm/internal/localbus"
+	"github.com/eventswarm/eventswarm/internal/probe"
+	"github.com/eventswarm/eventswarm/internal/target"
+	"github.com/eventswarm/eventswarm/internal/verify"
+)
+
+// fastConfig scales the SLO clock down (on time ≤ 500ms, lost after 1.5s) so a
+// run with faults takes seconds; the semantics are the same as with 2s/15s.
+// The on-time bound stays far above loopback latency, even under -race on a
+// loaded machine, so that only injected delays are slow.
+func fastConfig() probe.Config {
+	return probe.Config{
+		Duration:    3 * time.Second,
+		Rate:        50,
+		Streams:     2,
+		Subscribers: 3,
+		PayloadSize: 200,
+		Live:        time.Hour,
+		Ledger: verify.Config{
+			Latency:   500 * time.Millisecond,
+			LostAfter: 1500 * time.Millisecond,
+			Grace:     500 * time.Millisecond,
+			Window:    time.Second,
+		},
+	}
+}
+
+func runProbe(t *testing.T, tc target.Config, cfg probe.Config) (probe.Outcome, *target.Target) {
+	t.Helper()
+	tgt, err := target.Open(tc)
+	if err != nil {
+		t.Fatalf("target.Open: %v", err)
+	}
+	t.Cleanup(tgt.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := tgt.Check(ctx); err != nil {
+		t.Fatalf("Check(%s): %v", tgt.Describe(), err)
+	}
+	cfg.ResubscribeOnConnect = tgt.Protocol() == target.MQTT
+	out, err := probe.Run(ctx, ctx, cfg, verify.NewRunID(), tgt.Dialer(), probe.Hooks{})
+	if err != nil {
+		t.Fatalf("probe.Run: %v (errors: %v)", err, out.Errors)
+	}
+	return out, tgt
+}
+
+func TestEmbeddedNoFaults(t *testing.T) {
+	for _, proto := range []string{target.HTTP, target.MQTT} {
+		t.Run("protocol="+proto, func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			out, _ := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second}}, cfg)
+			c := out.Counts
+			if out.Verdict != verify.Pass {
+				t.Fatalf("verdict %s (%s), want pass; counts %+v", out.Verdict, out.Reason, c)
+			}
+			wantExpected := uint64(cfg.Streams*cfg.Subscribers) * c.PublishOK
+			if c.PublishOK != c.PublishAttempted || c.PublishOK == 0 {
+				t.Fatalf("publish ok %d of %d attempted, want all", c.PublishOK, c.PublishAttempted)
+			}
+			// Every subscriber subscribes to every stream: each publish is expected once per subscriber.
+			if c.Expected != uint64(cfg.Subscribers)*c.PublishOK {
+				t.Fatalf("expected %d, want %d (subscribers × publishes; %d)", c.Expected, uint64(cfg.Subscribers)*c.PublishOK, wantExpected)
+			}
+			if c.Lost != 0 || c.Duplicates != 0 || c.Corrupt != 0 || c.Unexpected != 0 {
+				t.Fatalf("counts %+v, want no lost, duplicate, corrupt or unexpected", c)
+			}
+			if out.LatencyMS.Max <= 0 || out.LatencyMS.P50 > 500 {
+				t.Fatalf("latency %+v, want 0 < p50 <= 500ms", out.LatencyMS)
+			}
+		})
+	}
+}
+
+// TestEmbeddedFaultsKnownAnswer is VERIFY.md matrix item 10: the embedded bus
+// drops, duplicates and delays a fraction of deliveries (some delays beyond the
+// on-time bound, some beyond lost-after) and the probe must report exactly the
+// injected counts.
+func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
+	for _, proto := range []string{target.HTTP, target.MQTT} {
+		t.Run("protocol="+proto, func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			faults := localbus.Faults{
+				Seed: 7, Drop: 0.04, Duplicate: 0.05, Delay: 0.08,
+				// 1s: slow (500ms < d ≤ 1.5s); 1.7s: lost and late (arrives before the drain ends at 2s).
+				Delays: []time.Duration{time.Second, 1700 * time.Millisecond},
+				Skip:   verify.IsMarker,
+			}
+			out, tgt := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
+			inj := tgt.Embedded().Injected()
+			c := out.Counts
+			t.Logf("injected %+v; counts %+v", inj, c)
+			if inj.Dropped == 0 || inj.Duplicated == 0 || inj.Delayed[0] == 0 || inj.Delayed[1] == 0 {
+				t.Fatalf("injected %+v: want every fault kind exercised", inj)
+			}
+			checks := []struct {
+				name      string
+				got, want uint64
+			}{
+				{"expected", c.Expected, inj.Deliveries},
+				{"lost", c.Lost, inj.Dropped + inj.Delayed[1]},
+				{"late", c.Late, inj.Delayed[1]},
+				{"slow", c.Slow, inj.Delayed[0]},
+				{"duplicates", c.Duplicates, inj.Duplicated},
+				{"on_time", c.OnTime, inj.Deliveries - inj.Dropped - inj.Delayed[0] - inj.Delayed[1]},
+				{"corrupt", c.Corrupt, 0},
+				{"unexpected", c.Unexpected, 0},
+			}
+			for _, ck := range checks {
+				if ck.got != ck.want {
+					t.Errorf("%s = %d, want %d", ck.name, ck.got, ck.want)
+				}
+			}
+			if out.Verdict != verify.Fail {
+				t.Errorf("verdict %s, want fail (losses and duplicates were injected)", out.Verdict)
+			}
+		})
+	}
+}
+
+func TestEmbeddedCorruptFailsHard(t *testing.T) {
+	cfg := fastConfig()
+	cfg.Duration = time.Second
+	faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: verify.IsMarker}
+	out, tgt := runProbe(t, target.Config{Embedded: target.HTTP, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
+	inj := tgt.Embedded().Injected()
+	if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {
+		t.Fatalf("corrupt = %d, want %d injected (> 0)", out.Counts.Corrupt, inj.Corrupted)
+	}
+	if out.Verdict != verify.Fail {
+		t.Fatalf("verdict %s, want fail on corrupt payloads", out.Verdict)
+	}
+}
+
+// Real buses, started by .ci/run (bash .ci/services start).
+func TestMosquittoNoFaults(t *testing.T) {
+	addr := os.Getenv("EVENTSWARM_MOSQUITTO")
+	if addr == "" {
+		t.Skip("set EVENTSWARM_MOSQUITTO=127.0.0.1:18830 after `bash .ci/services start` to run against Mosquitto")
+	}
+	for _, qos := range []int{0, 1, 2} {
+		t.Run("qos="+string(rune('0'+qos)), func(t *testing.T) {
+			cfg := fastConfig()
+			cfg.Ledger.Latency, cfg.Ledger.LostAfter = time.Second, 3*time.Second
+			out, _ := runProbe(t, target.Config{URL: "mqtt://" + addr, QoS: qos}, cfg)
+			realBusPasses(t, out)
+		})
+	}
+}
+
+func TestNchanNoFaults(t *testing.T) {
+	url := os.Getenv("EVENTSWARM_NCHAN")
+	if url == "" {
+		t.Skip("set EVENTSWARM_NCHAN=http://127.0.0.1:18080 after `bash .ci/services start` to run against Nchan")
+	}
+	cfg := fastConfig()
+	cfg.Ledger.Latency, cfg.Ledger.LostAfter = time.Second, 3*time.Second
+	out, _ := runProbe(t, target.Config{URL: url}, cfg)
+	realBusPasses(t, out)
+}
+
+func realBusPasses(t *testing.T, out probe.Outcome) {
+	t.Helper()
+	c := out.Counts
+	t.Logf("counts %+v latency %+v", c, out.LatencyMS)
+	if out.Verdict != verify.Pass || c.Lost != 0 || c.Duplicates != 0 || c.Expected == 0 {
+		t.Fatalf("verdict %s (%s), counts %+v: want pass with no loss or duplicate", out.Verdict, out.Reason, c)
+	}
+	if out.LatencyMS.P99 > 500 {
+		t.Fatalf("p99 %.1fms on loopback, want < 500ms", out.LatencyMS.P99)
+	}
+}

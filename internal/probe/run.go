@@ -1,0 +1,344 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/verify"
+)
+
+// subscriber is one probe subscriber: a connection subscribed to every stream.
+type subscriber struct {
+	p      *prober
+	name   string
+	rec    *verify.SubscriberRecorder
+	conn   bus.Conn
+	ready  []atomic.Bool // marker seen per stream
+	nready atomic.Int32
+
+	mu          sync.Mutex // guards the reconnect state below
+	down        bool
+	reconnectAt int64
+}
+
+// HandleMessage is the receive hot path: straight into the ledger.
+func (s *subscriber) HandleMessage(m bus.Message) {
+	now := s.p.clock.Now()
+	if s.rec.Deliver(m.Payload, m.Retained, m.Redelivery, now) != verify.Marker {
+		return
+	}
+	var st verify.Stamp
+	if verify.Decode(m.Payload, &st) != nil || st.Run != s.p.run || int(st.Publisher) >= len(s.ready) {
+		return
+	}
+	if !s.ready[st.Publisher].Swap(true) {
+		// The subscription to this stream is live: expect everything measured from here.
+		s.rec.Expect(st.Publisher, st.Publisher, now)
+		s.nready.Add(1)
+	}
+}
+
+// HandleEvent records connection epochs for the loss split and keeps error examples.
+func (s *subscriber) HandleEvent(e bus.Event) {
+	now := s.p.clock.Now()
+	switch e.Kind {
+	case bus.Disconnected:
+		s.mu.Lock()
+		if !s.down {
+			s.down = true
+			s.rec.Disconnected(now)
+		}
+		s.mu.Unlock()
+		if e.Err != nil {
+			s.p.noteError("subscriber connection lost", e.Err)
+		}
+	case bus.Connected:
+		s.mu.Lock()
+		if s.down {
+			s.reconnectAt = now
+			if !s.p.cfg.ResubscribeOnConnect {
+				// Long-poll: the cursor is kept; being back is being subscribed.
+				s.down = false
+				s.rec.Reconnected(now, now, true)
+			}
+		}
+		s.mu.Unlock()
+	case bus.Subscribed:
+		s.mu.Lock()
+		if s.down && s.reconnectAt != 0 {
+			s.down = false
+			s.rec.Reconnected(s.reconnectAt, now, e.SessionPresent)
+		}
+		s.mu.Unlock()
+	case bus.Retrying:
+		if e.Err != nil {
+			s.p.noteError("subscriber retry", e.Err)
+		}
+	}
+}
+
+// pubHandler only collects publisher-connection errors.
+type pubHandler struct{ p *prober }
+
+func (h pubHandler) HandleMessage(bus.Message) {}
+func (h pubHandler) HandleEvent(e bus.Event) {
+	if (e.Kind == bus.Disconnected || e.Kind == bus.Retrying) && e.Err != nil {
+		h.p.noteError("publisher connection", e.Err)
+	}
+}
+
+// connect dials every publisher and subscriber and subscribes the subscribers.
+func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error {
+	short := p.run.String()[:8]
+	p.pubs = make([]bus.Conn, p.cfg.Streams)
+	p.subs = make([]*subscriber, p.cfg.Subscribers)
+	for j := range p.subs {
+		name := fmt.Sprintf("probe-%s-sub-%d", short, j)
+		p.subs[j] = &subscriber{p: p, name: name, rec: p.ledger.Subscriber(name), ready: make([]atomic.Bool, p.cfg.Streams)}
+	}
+	type job func(context.Context) error
+	var jobs []job
+	for i := range p.pubs {
+		jobs = append(jobs, func(ctx context.Context) error {
+			c, err := dialer.Dial(connCtx, fmt.Sprintf("probe-%s-pub-%d", short, i), pubHandler{p})
+			if err != nil {
+				return fmt.Errorf("probe: connecting publisher %d: %w", i, err)
+			}
+			p.pubs[i] = c
+			return nil
+		})
+	}
+	for _, s := range p.subs {
+		jobs = append(jobs, func(ctx context.Context) error {
+			c, err := dialer.Dial(connCtx, s.name, s)
+			if err != nil {
+				return fmt.Errorf("probe: connecting subscriber %s: %w", s.name, err)
+			}
+			s.conn = c
+			if err := c.Subscribe(ctx, p.topics); err != nil {
+				return fmt.Errorf("probe: subscribing %s: %w", s.name, err)
+			}
+			return nil
+		})
+	}
+	// Bounded parallel connects: bursts beyond the broker's listen backlog just stall.
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.BarrierTimeout+p.cfg.PublishTimeout)
+	defer cancel()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for _, j := range jobs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := j(ctx); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("probe: connecting: %w", err)
+	}
+	for i, c := range p.pubs {
+		if c == nil {
+			return fmt.Errorf("probe: publisher %d not connected", i)
+		}
+	}
+	return nil
+}
+
+// barrier publishes markers on every topic until every subscriber has seen one
+// on every topic.
+func (p *prober) barrier(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.BarrierTimeout)
+	defer cancel()
+	buf := make([]byte, p.cfg.PayloadSize)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	want := int32(p.cfg.Streams)
+	for seq := uint64(1); ; seq++ {
+		ready := 0
+		for _, s := range p.subs {
+			if s.nready.Load() == want {
+				ready++
+			}
+		}
+		if ready == len(p.subs) {
+			return nil
+		}
+		for i, c := range p.pubs {
+			now := p.clock.Now()
+			st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: verify.MarkerStream, Seq: seq, Intended: now, Sent: now}
+			if err := st.Encode(buf); err != nil {
+				return err
+			}
+			pctx, pcancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
+			err := c.Publish(pctx, p.topics[i], buf)
+			pcancel()
+			if err != nil && ctx.Err() == nil {
+				p.noteError("marker publish", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%w: %d of %d subscribers ready after %v", ErrBarrier, ready, len(p.subs), p.cfg.BarrierTimeout)
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// publishStream paces stream i: the n-th message is due at start + (n-1)/rate.
+// It returns the intended time of the first message it did not send.
+func (p *prober) publishStream(ctx context.Context, i int, start int64) int64 {
+	conn, topic := p.pubs[i], p.topics[i]
+	rec := p.ledger.Stream(uint32(i), uint32(i))
+	nsPer := 1e9 / p.cfg.Rate
+	type job struct {
+		seq      uint64
+		intended int64
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	for range p.cfg.InFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, p.cfg.PayloadSize)
+			for j := range jobs {
+				rec.Attempt(j.seq, j.intended)
+				sent := p.clock.Now()
+				p.noteLag(j.intended, sent-j.intended)
+				st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: uint32(i), Seq: j.seq, Intended: j.intended, Sent: sent}
+				st.Encode(buf)
+				// Publishes in flight at the stop still complete: bounded by PublishTimeout.
+				pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PublishTimeout)
+				err := conn.Publish(pctx, topic, buf)
+				cancel()
+				outcome := verify.PublishOK
+				switch {
+				case err == nil:
+				case errors.Is(err, bus.ErrUnknownOutcome) || errors.Is(err, context.DeadlineExceeded):
+					outcome = verify.PublishUnknown
+					// The transport may still hold the buffer: never reuse it.
+					buf = make([]byte, p.cfg.PayloadSize)
+				default:
+					outcome = verify.PublishFailed
+				}
+				if err != nil {
+					p.noteError("publish", err)
+				}
+				rec.Result(j.seq, outcome, p.clock.Now())
+			}
+		}()
+	}
+	defer func() {
+		close(jobs)
+		wg.Wait()
+		rec.Close(p.clock.Now())
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for n := uint64(1); ; n++ {
+		due := start + int64(float64(n-1)*nsPer)
+		if wait := time.Duration(due - p.clock.Now()); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return due
+			case <-timer.C:
+			}
+			if drift := p.clock.Now() - due; drift > p.health.maxDrift.Load() {
+				p.health.maxDrift.Store(drift)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return due
+		default:
+		}
+		select {
+		case jobs <- job{seq: n, intended: due}:
+		case <-ctx.Done():
+			return due
+		}
+	}
+}
+
+// lateSend is how far behind its schedule a send may start before it counts as late.
+const lateSend = 100 * time.Millisecond
+
+// noteLag records one send's lag behind its intended time, in total and in the
+// window of its intended time (see markOverloaded).
+func (p *prober) noteLag(intended, lag int64) {
+	p.health.sends.Add(1)
+	late := lag > int64(lateSend)
+	if late {
+		p.health.lateSends.Add(1)
+	}
+	idx := intended / int64(p.cfg.Ledger.Window)
+	p.health.winMu.Lock()
+	if p.health.windows == nil {
+		p.health.windows = map[int64]*windowSends{}
+	}
+	ws := p.health.windows[idx]
+	if ws == nil {
+		ws = &windowSends{}
+		p.health.windows[idx] = ws
+	}
+	ws.sends++
+	if late {
+		ws.late++
+	}
+	p.health.winMu.Unlock()
+	for {
+		cur := p.health.maxLag.Load()
+		if lag <= cur || p.health.maxLag.CompareAndSwap(cur, lag) {
+			return
+		}
+	}
+}
+
+// windowSends counts one window's sends and late sends.
+type windowSends struct{ sends, late uint64 }
+
+// overloaded reports whether more than 1% of sends were late.
+func (w windowSends) overloaded() bool { return w.late*100 > w.sends }
+
+// markOverloaded turns a window in which the probe itself fell behind (more
+// than 1% of its sends started over 100ms late) from fail into inconclusive:
+// its numbers say more about the probe than about the bus.
+func (p *prober) markOverloaded(w *verify.Window) {
+	p.health.winMu.Lock()
+	ws, ok := p.health.windows[int64(w.Index)]
+	var c windowSends
+	if ok {
+		c = *ws
+	}
+	p.health.winMu.Unlock()
+	if !c.overloaded() || w.Verdict == verify.Pass {
+		return
+	}
+	w.Verdict = verify.Inconclusive
+	w.Reason = fmt.Sprintf("probe overloaded: %d of %d sends late; %s", c.late, c.sends, w.Reason)
+}

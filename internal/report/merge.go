@@ -1,0 +1,183 @@
+package report
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/eventswarm/eventswarm/internal/stats"
+	"github.com/eventswarm/eventswarm/internal/verify"
+)
+
+// DefaultMaxStartSkew bounds how far apart the shards of one run may have
+// started (their Start fields) for Merge to accept them.
+const DefaultMaxStartSkew = 5 * time.Second
+
+// ErrMerge: the shard files do not form one complete run.
+var ErrMerge = errors.New("report: shard files do not form one run")
+
+// ShardFile is the result file one shard of a distributed run writes
+// (DESIGN.md "Distributed runs"): exact counters and HDR histograms with the
+// shared settings, so that Merge is exact and the verdict is computed on
+// merged data only.
+type ShardFile struct {
+	RunID      string    `json:"run_id"`
+	Shard      int       `json:"shard"`  // index i in [0, Shards)
+	Shards     int       `json:"shards"` // count N
+	ConfigHash string    `json:"config_hash"`
+	Start      time.Time `json:"start"` // when the shard actually started measuring
+	End        time.Time `json:"end"`
+	// Complete: the shard ran to its end and drained; false after an
+	// interruption or crash (Merge refuses incomplete sets).
+	Complete bool          `json:"complete"`
+	Counts   verify.Counts `json:"counts"`
+	// LatencyHist and LateHist are the ledger's delivery-latency and late
+	// histograms (µs, the shared settings; see SetResult).
+	LatencyHist stats.Hist     `json:"latency_histogram"`
+	LateHist    stats.Hist     `json:"late_histogram"`
+	Stats       stats.Snapshot `json:"stats"`
+}
+
+// SetResult fills f's counts and histograms from a shard ledger's final
+// result (verify.Result.LatencyHist/LateHist, set by Ledger.Finish).
+func (f *ShardFile) SetResult(r verify.Result) error {
+	lat, err := stats.FromHDRSnapshot(r.LatencyHist)
+	if err != nil {
+		return fmt.Errorf("report: latency histogram: %w", err)
+	}
+	late, err := stats.FromHDRSnapshot(r.LateHist)
+	if err != nil {
+		return fmt.Errorf("report: late histogram: %w", err)
+	}
+	f.Counts, f.LatencyHist, f.LateHist = r.Counts, lat, late
+	return nil
+}
+
+// Result computes the verdict on f's counts with g and summarises its
+// histograms. Use it on the output of Merge; windows and per-subscriber
+// results are not merged.
+func (f ShardFile) Result(g verify.Gates) verify.Result {
+	v, reason, gates := g.Evaluate(f.Counts)
+	return verify.Result{Verdict: v, Reason: reason, Counts: f.Counts,
+		LatencyMS: verifyLatency(f.LatencyHist.Summary()), LateMS: verifyLatency(f.LateHist.Summary()), Gates: gates,
+		LatencyHist: f.LatencyHist.HDRSnapshot(), LateHist: f.LateHist.HDRSnapshot()}
+}
+
+func verifyLatency(l stats.Latency) verify.Latency {
+	return verify.Latency{Count: l.Count, P50: l.P50, P95: l.P95, P99: l.P99, Max: l.Max}
+}
+
+// ReadShardFile reads one shard's result file.
+func ReadShardFile(path string) (ShardFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ShardFile{}, fmt.Errorf("report: %w", err)
+	}
+	var f ShardFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return ShardFile{}, fmt.Errorf("report: %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Merge checks that files are one complete run (DefaultMaxStartSkew) and
+// merges them exactly. See MergeSkew.
+func Merge(files []ShardFile) (ShardFile, error) { return MergeSkew(files, DefaultMaxStartSkew) }
+
+// MergeSkew checks that files are exactly one file per shard index 0..N-1,
+// all with the same run ID, shard count and config hash, all complete, with
+// start times at most maxSkew apart; then it sums counts and histograms
+// exactly. Every problem is reported at once, joined under ErrMerge. The
+// merged file has Shard 0, the common Shards, the earliest Start and the
+// latest End.
+func MergeSkew(files []ShardFile, maxSkew time.Duration) (ShardFile, error) {
+	if len(files) == 0 {
+		return ShardFile{}, fmt.Errorf("%w: no shard files", ErrMerge)
+	}
+	first := files[0]
+	var errs []error
+	n := first.Shards
+	if n <= 0 {
+		errs = append(errs, fmt.Errorf("shard %d: shard count %d, want > 0", first.Shard, n))
+	}
+	seen := map[int]int{}
+	var minStart, maxStart time.Time
+	for i, f := range files {
+		if f.Shards != n {
+			errs = append(errs, fmt.Errorf("file %d (shard %d): shard count %d, want %d", i, f.Shard, f.Shards, n))
+		}
+		if f.Shard < 0 || (n > 0 && f.Shard >= n) {
+			errs = append(errs, fmt.Errorf("file %d: shard index %d outside [0, %d)", i, f.Shard, n))
+		} else {
+			seen[f.Shard]++
+		}
+		if f.RunID != first.RunID {
+			errs = append(errs, fmt.Errorf("shard %d: run ID %q, want %q", f.Shard, f.RunID, first.RunID))
+		}
+		if f.ConfigHash != first.ConfigHash {
+			errs = append(errs, fmt.Errorf("shard %d: config hash %q, want %q", f.Shard, f.ConfigHash, first.ConfigHash))
+		}
+		if !f.Complete {
+			errs = append(errs, fmt.Errorf("shard %d: incomplete", f.Shard))
+		}
+		if minStart.IsZero() || f.Start.Before(minStart) {
+			minStart = f.Start
+		}
+		if f.Start.After(maxStart) {
+			maxStart = f.Start
+		}
+	}
+	dups := []int{}
+	for idx, c := range seen {
+		if c > 1 {
+			dups = append(dups, idx)
+		}
+	}
+	slices.Sort(dups)
+	for _, idx := range dups {
+		errs = append(errs, fmt.Errorf("shard %d: %d files", idx, seen[idx]))
+	}
+	var missing []int
+	for i := 0; i < n && i < 1<<20; i++ {
+		if seen[i] == 0 {
+			missing = append(missing, i)
+		}
+	}
+	switch {
+	case len(missing) > 20:
+		errs = append(errs, fmt.Errorf("missing %d of %d shards: %v …", len(missing), n, missing[:20]))
+	case len(missing) > 0:
+		errs = append(errs, fmt.Errorf("missing %d of %d shards: %v", len(missing), n, missing))
+	}
+	if skew := maxStart.Sub(minStart); skew > maxSkew {
+		errs = append(errs, fmt.Errorf("start skew %v exceeds %v", skew, maxSkew))
+	}
+
+	m := ShardFile{RunID: first.RunID, Shards: n, ConfigHash: first.ConfigHash, Start: minStart, Complete: true}
+	snaps := make([]stats.Snapshot, 0, len(files))
+	for _, f := range files {
+		m.Counts.Add(f.Counts)
+		if f.End.After(m.End) {
+			m.End = f.End
+		}
+		var err error
+		if m.LatencyHist, err = m.LatencyHist.Add(f.LatencyHist); err != nil {
+			errs = append(errs, fmt.Errorf("shard %d: latency histogram: %w", f.Shard, err))
+		}
+		if m.LateHist, err = m.LateHist.Add(f.LateHist); err != nil {
+			errs = append(errs, fmt.Errorf("shard %d: late histogram: %w", f.Shard, err))
+		}
+		snaps = append(snaps, f.Stats)
+	}
+	var err error
+	if m.Stats, err = stats.Merge(snaps...); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return ShardFile{}, fmt.Errorf("%w: %w", ErrMerge, errors.Join(errs...))
+	}
+	return m, nil
+}

@@ -1,0 +1,214 @@
+// Package target turns a --target URL into a bus.Dialer: mqtt:// and mqtts://
+// use the mqtt transport, http:// and https:// the long-poll transport (Nchan's
+// protocol), and an empty URL starts the embedded bus (localbus) in-process on
+// loopback and dials it. It is the one place both commands share this wiring.
+package target
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/eventswarm/eventswarm/internal/backoff"
+	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/localbus"
+	"github.com/eventswarm/eventswarm/internal/longpoll"
+	"github.com/eventswarm/eventswarm/internal/mqtt"
+)
+
+// Protocol of a target.
+const (
+	HTTP = "http"
+	MQTT = "mqtt"
+)
+
+// Config names the bus and how to talk to it.
+type Config struct {
+	// URL is mqtt://host:port, mqtts://host:port, http://host:port[/prefix] or
+	// https://…; empty means the embedded bus.
+	URL string
+	// Embedded is the protocol used against the embedded bus: "http" (default) or "mqtt".
+	Embedded string
+	// QoS for MQTT publish and subscribe (default 1).
+	QoS int
+	// Username and Password for MQTT.
+	Username, Password string
+	// CAFile is a PEM CA bundle for mqtts/https; TLS verification is on unless Insecure.
+	CAFile   string
+	Insecure bool
+	// PubPath and SubPath are the long-poll paths under the URL (default "pub/" and "sub/").
+	PubPath, SubPath string
+	// PublishTimeout bounds one publish; past it the outcome is unknown (default 5s).
+	PublishTimeout time.Duration
+	// Backoff is the reconnect/retry schedule (default backoff.Default).
+	Backoff backoff.Config
+	// SourceAddrs spreads client sockets over these local IPs (127.0.0.x).
+	SourceAddrs []string
+	// Bus configures the embedded bus (faults, hold); ignored for real targets.
+	Bus localbus.Config
+}
+
+// Protocol is "http" or "mqtt": the protocol this config will speak.
+func (c Config) Protocol() string {
+	if c.URL == "" {
+		if c.Embedded == "" {
+			return HTTP
+		}
+		return c.Embedded
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return ""
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "mqtt", "mqtts", "tcp", "ssl", "tls":
+		return MQTT
+	case "http", "https":
+		return HTTP
+	}
+	return ""
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.URL != "" {
+		u, err := url.Parse(c.URL)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("target: --target %q is not a URL: %v", c.URL, unwrapURL(err)))
+		case u.Host == "":
+			errs = append(errs, fmt.Errorf("target: --target %q has no host; use mqtt://host:1883 or http://host:port/", c.URL))
+		case c.Protocol() == "":
+			errs = append(errs, fmt.Errorf("target: --target scheme %q is not supported; use mqtt://, mqtts://, http:// or https://", u.Scheme))
+		}
+	} else if c.Embedded != "" && c.Embedded != HTTP && c.Embedded != MQTT {
+		errs = append(errs, fmt.Errorf("target: --embedded must be http or mqtt, got %q", c.Embedded))
+	}
+	if c.QoS < 0 || c.QoS > 2 {
+		errs = append(errs, fmt.Errorf("target: --qos must be 0, 1 or 2, got %d", c.QoS))
+	}
+	return errors.Join(errs...)
+}
+
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// Target is an opened bus: a Dialer plus what is needed to check and close it.
+type Target struct {
+	dialer   bus.Dialer
+	check    func(context.Context) error
+	closers  []func()
+	embedded *localbus.Bus
+	desc     string
+	protocol string
+}
+
+// Open prepares the target. For the embedded bus it starts localbus; for real
+// targets it does no network I/O (call Check for that).
+func Open(cfg Config) (*Target, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t := &Target{protocol: cfg.Protocol()}
+	url := cfg.URL
+	if url == "" {
+		lb, err := localbus.Start(cfg.Bus)
+		if err != nil {
+			return nil, fmt.Errorf("target: starting the embedded bus: %w", err)
+		}
+		t.embedded = lb
+		t.closers = append(t.closers, func() { lb.Close() })
+		if t.protocol == MQTT {
+			url = "mqtt://" + lb.MQTTAddr()
+		} else {
+			url = lb.HTTPURL()
+		}
+		t.desc = "embedded " + t.protocol + " bus at " + url
+	} else {
+		t.desc = redact(url)
+	}
+	qos := byte(1)
+	if cfg.QoS >= 0 && cfg.QoS <= 2 {
+		qos = byte(cfg.QoS)
+	}
+	var err error
+	switch t.protocol {
+	case MQTT:
+		var c *mqtt.Client
+		c, err = mqtt.New(mqtt.Config{
+			URL: url, QoS: qos, QoSSet: true, Username: cfg.Username, Password: cfg.Password,
+			CAFile: cfg.CAFile, Insecure: cfg.Insecure, PublishTimeout: cfg.PublishTimeout,
+			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
+		})
+		if err == nil {
+			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, dialerOf(c.Dial)
+		}
+	default:
+		var c *longpoll.Client
+		c, err = longpoll.New(longpoll.Config{
+			URL: url, PubPath: cfg.PubPath, SubPath: cfg.SubPath, Insecure: cfg.Insecure,
+			PublishTimeout: cfg.PublishTimeout, Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
+		})
+		if err == nil {
+			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, dialerOf(c.Dial)
+		}
+	}
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Dialer opens connections to the target.
+func (t *Target) Dialer() bus.Dialer { return t.dialer }
+
+// Check reaches the target once; its error wraps bus.ErrUnreachable,
+// bus.ErrProtocol or bus.ErrRefused when it can tell which.
+func (t *Target) Check(ctx context.Context) error { return t.check(ctx) }
+
+// Protocol is "http" or "mqtt".
+func (t *Target) Protocol() string { return t.protocol }
+
+// Embedded is the embedded bus, or nil for a real target.
+func (t *Target) Embedded() *localbus.Bus { return t.embedded }
+
+// Describe names the target for humans, with any password removed.
+func (t *Target) Describe() string { return t.desc }
+
+// Close releases the transport and stops the embedded bus, in reverse order of opening.
+func (t *Target) Close() {
+	for i := len(t.closers) - 1; i >= 0; i-- {
+		t.closers[i]()
+	}
+	t.closers = nil
+}
+
+// dialerOf adapts a transport's Dial, which returns its concrete connection
+// type, to bus.Dialer (without turning a nil *Conn into a non-nil bus.Conn).
+func dialerOf[C bus.Conn](dial func(context.Context, string, bus.Handler) (C, error)) bus.Dialer {
+	return bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
+		c, err := dial(ctx, id, h)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
+}
