@@ -44,9 +44,13 @@ type registry struct {
 
 	// Test seams (nil in production): a (subscriber connection, message) pair
 	// became expected (payload is only valid during the call) or stopped being
-	// expected (failed publish, or attempted at or after the close).
-	onExpect   func(connID string, k msgKey, payload []byte)
+	// expected (failed publish, or attempted at or after the close); a
+	// subscription closed at: nothing with intended send time >= at is
+	// expected of it, even a message that arrived before close ran (an
+	// attempt may slip in between reading the close time and setting it).
+	onExpect   func(connID string, k msgKey, intended int64, payload []byte)
 	onUnexpect func(connID string, k msgKey)
+	onClose    func(connID string, at int64)
 }
 
 type regShard struct {
@@ -194,7 +198,7 @@ func (r *registry) attempt(topic string, key msgKey, intended int64, payload []b
 		if e.confirmed >= 0 && intended >= e.confirmed && intended < e.closed {
 			s.addPending(key, intended)
 			if r.onExpect != nil {
-				r.onExpect(s.connID, key, payload)
+				r.onExpect(s.connID, key, intended, payload)
 			}
 		}
 	}
@@ -255,6 +259,9 @@ func (r *registry) close(s *subscription) {
 		sh.mu.Unlock()
 	}
 	s.rec.Close(at)
+	if r.onClose != nil {
+		r.onClose(s.connID, at)
+	}
 	s.mu.Lock()
 	s.closedAt = at
 	// Attempts registered on a topic before its close time was set may be

@@ -176,11 +176,24 @@ func TestFaultsCountedExactly(t *testing.T) {
 				conn string
 				k    msgKey
 			}
+			type exp struct {
+				intended int64
+				payload  []byte
+			}
 			var mu sync.Mutex
-			expected := map[pair][]byte{}
-			r.reg.onExpect = func(conn string, k msgKey, payload []byte) {
+			expected := map[pair]exp{}
+			r.reg.onExpect = func(conn string, k msgKey, intended int64, payload []byte) {
 				mu.Lock()
-				expected[pair{conn, k}] = bytes.Clone(payload)
+				expected[pair{conn, k}] = exp{intended, bytes.Clone(payload)}
+				mu.Unlock()
+			}
+			r.reg.onClose = func(conn string, at int64) {
+				mu.Lock()
+				for p, e := range expected {
+					if p.conn == conn && e.intended >= at {
+						delete(expected, p)
+					}
+				}
 				mu.Unlock()
 			}
 			r.reg.onUnexpect = func(conn string, k msgKey) {
@@ -195,8 +208,8 @@ func TestFaultsCountedExactly(t *testing.T) {
 			logSummary(t, s)
 			var wantLost, wantDup uint64
 			mu.Lock()
-			for p, payload := range expected {
-				switch f, _ := faults.Decide(p.conn, payload); f {
+			for p, e := range expected {
+				switch f, _ := faults.Decide(p.conn, e.payload); f {
 				case localbus.Drop:
 					wantLost++
 				case localbus.Duplicate:
