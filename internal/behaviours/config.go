@@ -367,9 +367,6 @@ const (
 	DefaultPayloadSize        = 256
 	DefaultMarkerWait         = time.Second
 	DefaultMarkerAttempts     = 10
-	defaultLatency            = 2 * time.Second
-	defaultLostAfter          = 15 * time.Second
-	defaultGrace              = time.Second
 )
 
 // Default intervals.
@@ -429,13 +426,13 @@ func (c Config) withDefaults() Config {
 		c.Backoff = backoff.Default
 	}
 	if c.Verify.Latency == 0 {
-		c.Verify.Latency = defaultLatency
+		c.Verify.Latency = verify.DefaultLatency
 	}
 	if c.Verify.LostAfter == 0 {
-		c.Verify.LostAfter = defaultLostAfter
+		c.Verify.LostAfter = verify.DefaultLostAfter
 	}
 	if c.Verify.Grace == 0 {
-		c.Verify.Grace = defaultGrace
+		c.Verify.Grace = verify.DefaultGrace
 	}
 	if c.Verify.Gates == (verify.Gates{}) {
 		c.Verify.Gates = verify.DefaultGates

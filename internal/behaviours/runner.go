@@ -43,7 +43,6 @@ package behaviours
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -234,10 +233,6 @@ func combine(g verify.Gates, rs ...verify.Result) verify.Result {
 		out.LateMS = maxLatency(out.LateMS, r.LateMS)
 	}
 	out.Verdict, out.Reason, out.Gates = g.Evaluate(out.Counts)
-	if out.Verdict == verify.Pass && out.Counts.Pending > 0 {
-		out.Verdict = verify.Inconclusive
-		out.Reason = fmt.Sprintf("%d expected deliveries not final (drain interrupted)", out.Counts.Pending)
-	}
 	// The ledgers may know more (e.g. their own overload): keep the worse verdict.
 	for _, r := range rs {
 		if r.Verdict == verify.Fail && out.Verdict != verify.Fail {

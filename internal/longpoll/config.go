@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 // Defaults for the zero fields of Config.
@@ -16,7 +17,7 @@ const (
 	DefaultPubPath        = "pub/"
 	DefaultSubPath        = "sub/"
 	DefaultMaxConns       = 4096
-	DefaultPublishTimeout = 5 * time.Second
+	DefaultPublishTimeout = verify.DefaultPublishTimeout // one definition for every transport
 	DefaultPollTimeout    = 60 * time.Second
 )
 

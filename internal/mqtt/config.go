@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 // Defaults for the zero fields of Config.
@@ -19,7 +20,7 @@ const (
 	DefaultQoS            = 1
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultKeepAlive      = 30 * time.Second
-	DefaultPublishTimeout = 10 * time.Second
+	DefaultPublishTimeout = verify.DefaultPublishTimeout // one definition for every transport
 )
 
 // Config says where the broker is and how to talk to it. The zero value of

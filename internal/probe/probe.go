@@ -80,7 +80,7 @@ func (c *Config) Defaults() {
 		c.InFlight = 8
 	}
 	if c.PublishTimeout == 0 {
-		c.PublishTimeout = 5 * time.Second
+		c.PublishTimeout = verify.DefaultPublishTimeout
 	}
 	if c.BarrierTimeout == 0 {
 		c.BarrierTimeout = 15 * time.Second
@@ -92,16 +92,16 @@ func (c *Config) Defaults() {
 		c.MaxStreams = 255
 	}
 	if c.Ledger.Latency == 0 {
-		c.Ledger.Latency = 2 * time.Second
+		c.Ledger.Latency = verify.DefaultLatency
 	}
 	if c.Ledger.LostAfter == 0 {
-		c.Ledger.LostAfter = 15 * time.Second
+		c.Ledger.LostAfter = verify.DefaultLostAfter
 	}
 	if c.Ledger.Grace == 0 {
-		c.Ledger.Grace = time.Second
+		c.Ledger.Grace = verify.DefaultGrace
 	}
 	if c.Ledger.Window == 0 {
-		c.Ledger.Window = time.Minute
+		c.Ledger.Window = verify.DefaultWindow
 	}
 	if c.Ledger.Rate == 0 {
 		c.Ledger.Rate = c.Rate

@@ -43,7 +43,7 @@ func shardFiles(t *testing.T, n int) ([]ShardFile, stats.Hist, stats.Snapshot) {
 			RunID: "run-1", Shard: i, Shards: n, ConfigHash: "abc",
 			Start: t0.Add(time.Duration(i) * 100 * time.Millisecond), End: t0.Add(time.Minute + time.Duration(i)*time.Second),
 			Complete:    true,
-			Counts:      verify.Counts{Expected: 1000, OnTime: 990, Slow: 10, PublishAttempted: 100, PublishOK: 100, DupSteady: uint64(i)},
+			Counts:      verify.Counts{Expected: 1000, OnTime: 990, Slow: 10, PublishAttempted: 100, Covered: 100, PublishOK: 100, DupSteady: uint64(i)},
 			LatencyHist: stats.ExportHistogram(h),
 			Stats:       st.SnapshotAt(t0.Add(time.Minute)),
 		})
@@ -71,7 +71,7 @@ func TestMergeExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := verify.Counts{Expected: 3000, OnTime: 2970, Slow: 30, PublishAttempted: 300, PublishOK: 300, DupSteady: 3}
+	want := verify.Counts{Expected: 3000, OnTime: 2970, Slow: 30, PublishAttempted: 300, Covered: 300, PublishOK: 300, DupSteady: 3}
 	if m.Counts != want {
 		t.Errorf("counts = %+v, want %+v", m.Counts, want)
 	}

@@ -184,7 +184,7 @@ func passFail(ok bool) string {
 }
 
 // ratioGates are the gates whose threshold and observed value are ratios.
-var ratioGates = map[string]bool{"latency": true, "publish_availability": true}
+var ratioGates = map[string]bool{"latency": true, "publish_availability": true, "coverage": true}
 
 // gateValues formats a gate's threshold and observed value: percentages for
 // ratio gates (with more decimals when two decimals would hide the

@@ -28,10 +28,10 @@ func sampleResult(c verify.Counts) verify.Result {
 
 var failing = verify.Counts{
 	Expected: 1000, OnTime: 990, Slow: 7, Lost: 3, LostWhileConnected: 1, LostDuringDisconnect: 2,
-	Late: 1, PublishAttempted: 500, PublishOK: 500, Foreign: 4, Retained: 2,
+	Late: 1, PublishAttempted: 500, Covered: 500, PublishOK: 500, Foreign: 4, Retained: 2,
 }
 
-var passing = verify.Counts{Expected: 1000, OnTime: 1000, PublishAttempted: 500, PublishOK: 500}
+var passing = verify.Counts{Expected: 1000, OnTime: 1000, PublishAttempted: 500, Covered: 500, PublishOK: 500}
 
 // rowRe matches a table row whose cells are the given strings, in order.
 func rowRe(cells ...string) *regexp.Regexp {
@@ -84,7 +84,7 @@ func TestTable(t *testing.T) {
 		},
 		{
 			name: "close to threshold",
-			r:    sampleResult(verify.Counts{Expected: 100000, OnTime: 100000, PublishAttempted: 100000, PublishOK: 99899}),
+			r:    sampleResult(verify.Counts{Expected: 100000, OnTime: 100000, PublishAttempted: 100000, Covered: 100000, PublishOK: 99899}),
 			rows: [][]string{{"publish_availability", ">= 99.9000%", "99.8990%", "FAIL"}},
 		},
 	}

@@ -46,8 +46,10 @@ func (a Arrival) String() string {
 	return fmt.Sprintf("arrival(%d)", uint8(a))
 }
 
-// Defaults of Config.
+// Defaults of Config, and of the delivery semantics everywhere (defined once:
+// every command's flags and every transport's zero value use these).
 const (
+	DefaultPublishTimeout   = 5 * time.Second
 	DefaultLatency          = 2 * time.Second
 	DefaultLostAfter        = 15 * time.Second
 	DefaultGrace            = time.Second

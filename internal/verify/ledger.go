@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"fmt"
 	"math"
 	"sort"
 	"sync"
@@ -325,6 +324,9 @@ func (l *Ledger) finalizeStream(p *StreamRecorder, now int64, mode finMode) {
 				wi, w = x, l.window(x)
 			}
 			d.PublishAttempted++
+			if r.covered {
+				d.Covered++
+			}
 			switch status {
 			case stOK:
 				d.PublishOK++
@@ -384,6 +386,9 @@ func (l *Ledger) finalizeSub(ss *subStream, to uint64, pending bool) {
 			copies++
 		}
 		expected := l.measured(r.intended) && ss.expects(r.intended)
+		if expected && r.status != stNone {
+			r.covered = true
+		}
 		switch r.status {
 		case stOK:
 			if !expected {
@@ -576,12 +581,17 @@ func (l *Ledger) Snapshot(now int64) Result {
 			case stUnknown:
 				live.PublishUnknown++
 			}
-			if r.status == stOK || r.status == stPending {
-				for _, ss := range p.subs {
-					if ss.expects(r.intended) {
+			covered := false
+			for _, ss := range p.subs {
+				if ss.expects(r.intended) {
+					covered = true
+					if r.status == stOK || r.status == stPending {
 						live.Pending++
 					}
 				}
+			}
+			if covered {
+				live.Covered++
 			}
 		}
 		for _, ss := range p.subs {
@@ -641,17 +651,8 @@ func (l *Ledger) result(extra Counts, final bool) Result {
 		r.LateHist = l.late.Export()
 	}
 	l.lateMu.Unlock()
-	r.Verdict, r.Reason, r.Gates = verdict(l.cfg.Gates, c)
+	r.Verdict, r.Reason, r.Gates = l.cfg.Gates.Evaluate(c)
 	return r
-}
-
-// verdict is Gates.Evaluate plus: pending deliveries turn a pass into inconclusive.
-func verdict(g Gates, c Counts) (Verdict, string, []Gate) {
-	v, reason, gates := g.Evaluate(c)
-	if v == Pass && c.Pending > 0 {
-		return Inconclusive, fmt.Sprintf("%d expected deliveries not final (drain interrupted)", c.Pending), gates
-	}
-	return v, reason, gates
 }
 
 func (e epoch) export() Epoch {

@@ -45,6 +45,10 @@ type Counts struct {
 	Extra uint64 `json:"extra"`
 	// Markers: readiness-barrier messages received (never expected).
 	Markers uint64 `json:"markers"`
+	// Covered: measured published messages (of PublishAttempted) that at least
+	// one subscriber was expected to receive; Covered/PublishAttempted is the
+	// run's coverage. A message nobody expects is published but not verified.
+	Covered uint64 `json:"covered"`
 	// Pending: expected messages not yet final (live snapshots), or, after an
 	// interrupted drain, the unfinished tail: inconclusive, not lost.
 	Pending uint64 `json:"pending"`
@@ -77,6 +81,7 @@ func (c *Counts) Add(o Counts) {
 	c.Retained += o.Retained
 	c.Extra += o.Extra
 	c.Markers += o.Markers
+	c.Covered += o.Covered
 	c.Pending += o.Pending
 	c.LostWhileConnected += o.LostWhileConnected
 	c.LostDuringDisconnect += o.LostDuringDisconnect
@@ -146,26 +151,76 @@ type Gates struct {
 	MinPublishAvailability float64
 	// MinExpected: fewer expected messages make the verdict inconclusive (default 1).
 	MinExpected uint64
+	// MinCoverage is the minimum Covered/PublishAttempted (default 0.95): a run
+	// that verified less of its own traffic is inconclusive, never a pass. 0
+	// turns the gate off.
+	MinCoverage float64
 }
 
-// DefaultGates are the SLO defaults of VERIFY.md.
-var DefaultGates = Gates{Within: 0.95, MaxLost: 0, MaxDuplicates: 0, MinPublishAvailability: 0.999, MinExpected: 1}
+// DefaultGates are the SLO defaults.
+var DefaultGates = Gates{Within: 0.95, MaxLost: 0, MaxDuplicates: 0, MinPublishAvailability: 0.999, MinExpected: 1, MinCoverage: 0.95}
 
-// Validate reports every problem with g at once.
+// Validate reports every problem with g at once, naming the flag of each
+// field. NaN is rejected (it would make a gate that can never pass).
 func (g Gates) Validate() error {
 	var errs []error
-	if g.Within < 0 || g.Within > 1 {
-		errs = append(errs, fmt.Errorf("verify: --within must be in [0,1], got %v", g.Within))
-	}
-	if g.MinPublishAvailability < 0 || g.MinPublishAvailability > 1 {
-		errs = append(errs, fmt.Errorf("verify: publish availability must be in [0,1], got %v", g.MinPublishAvailability))
+	for _, f := range []struct {
+		flag string
+		v    float64
+	}{{"--within", g.Within}, {"--min-publish-availability", g.MinPublishAvailability}, {"--min-coverage", g.MinCoverage}} {
+		if !(f.v >= 0 && f.v <= 1) { // also false for NaN
+			errs = append(errs, fmt.Errorf("%s must be a fraction in [0,1] (e.g. 0.95), got %v", f.flag, f.v))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// Evaluate applies the gates to c. Hard failures (unexpected, corrupt) fail the
-// run whatever else happened; otherwise too few expected messages (or no
-// publish attempted) make it inconclusive, never a pass.
+// Evidence is what the counts alone cannot show about a run: why its data may
+// be partial or say more about the generator than about the bus. The zero
+// Evidence is a complete run by a generator that kept up.
+type Evidence struct {
+	// Incomplete says why the run's data is partial ("" = complete): the run
+	// was interrupted, its drain was cut short, a shard or child process died.
+	// An incomplete run is never a pass.
+	Incomplete string
+	// Overloaded says how the generator itself fell behind ("" = it kept up):
+	// its numbers say more about the generator than about the bus, so a
+	// failing verdict (other than a hard failure) becomes inconclusive.
+	Overloaded string
+}
+
+// Judge is the one place that decides a verdict: Evaluate's gates on c, then
+// the evidence. A hard failure (unexpected or corrupt messages) fails whatever
+// else happened; an overloaded generator turns any other failure into
+// inconclusive; an incomplete run turns a pass into inconclusive (a failure it
+// saw stays a failure: the lost or slow messages it counted are final).
+func (g Gates) Judge(c Counts, ev Evidence) (Verdict, string, []Gate) {
+	v, reason, gates := g.Evaluate(c)
+	hard := c.Unexpected+c.Corrupt > 0
+	switch {
+	case v == Fail && !hard && ev.Overloaded != "":
+		return Inconclusive, "the generator was overloaded (" + ev.Overloaded + "); " + reason, gates
+	case v == Pass && ev.Incomplete != "":
+		return Inconclusive, ev.Incomplete, gates
+	case v == Inconclusive && ev.Incomplete != "":
+		return Inconclusive, ev.Incomplete + "; " + reason, gates
+	}
+	return v, reason, gates
+}
+
+// Coverage is c.Covered/c.PublishAttempted (0 when nothing was attempted).
+func (c Counts) Coverage() float64 {
+	if c.PublishAttempted == 0 {
+		return 0
+	}
+	return float64(c.Covered) / float64(c.PublishAttempted)
+}
+
+// Evaluate applies the gates to c (see Judge for the evidence beyond c).
+// Hard failures (unexpected, corrupt) fail the run whatever else happened;
+// otherwise too few expected messages, no publish attempted or too little
+// coverage make it inconclusive, and so do expected deliveries not final yet
+// (Pending): never a pass.
 func (g Gates) Evaluate(c Counts) (Verdict, string, []Gate) {
 	ratio := func(num, den uint64) float64 {
 		if den == 0 {
@@ -183,6 +238,11 @@ func (g Gates) Evaluate(c Counts) (Verdict, string, []Gate) {
 		{Name: "publish_availability", Comparison: ">=", Threshold: g.MinPublishAvailability, Observed: avail, Pass: c.PublishAttempted > 0 && avail >= g.MinPublishAvailability},
 		{Name: "hard_failures", Comparison: "<=", Threshold: 0, Observed: float64(hard), Pass: hard == 0},
 	}
+	coverage := c.Coverage()
+	covered := coverage >= g.MinCoverage
+	if g.MinCoverage > 0 {
+		gates = append(gates, Gate{Name: "coverage", Comparison: ">=", Threshold: g.MinCoverage, Observed: coverage, Pass: c.PublishAttempted > 0 && covered})
+	}
 	if hard > 0 {
 		return Fail, fmt.Sprintf("%d unexpected and %d corrupt messages", c.Unexpected, c.Corrupt), gates
 	}
@@ -198,12 +258,19 @@ func (g Gates) Evaluate(c Counts) (Verdict, string, []Gate) {
 	}
 	var failed []string
 	for _, gt := range gates {
-		if !gt.Pass {
+		if !gt.Pass && gt.Name != "coverage" {
 			failed = append(failed, gt.Name)
 		}
 	}
 	if len(failed) > 0 {
 		return Fail, fmt.Sprintf("gates failed: %v", failed), gates
+	}
+	if !covered {
+		return Inconclusive, fmt.Sprintf("coverage %.1f%% below %.1f%%: only %d of %d published messages had a subscriber expecting them",
+			100*coverage, 100*g.MinCoverage, c.Covered, c.PublishAttempted), gates
+	}
+	if c.Pending > 0 {
+		return Inconclusive, fmt.Sprintf("%d expected deliveries not final (drain interrupted)", c.Pending), gates
 	}
 	return Pass, "", gates
 }

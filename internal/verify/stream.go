@@ -20,6 +20,8 @@ const (
 type pubRec struct {
 	intended int64
 	status   pubStatus
+	// covered: some subscriber expected it (set while finalizing subscribers).
+	covered bool
 }
 
 // maxJump bounds how far ahead of the lowest non-final seq an Attempt may

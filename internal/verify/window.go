@@ -77,7 +77,7 @@ func (l *Ledger) closeWindows(now int64, all bool) {
 			Counts:  w.c,
 			Latency: summarize(w.h),
 		}
-		win.Verdict, win.Reason, _ = verdict(l.cfg.Gates, w.c)
+		win.Verdict, win.Reason, _ = l.cfg.Gates.Evaluate(w.c)
 		l.closed = append(l.closed, win)
 		w.h.Reset()
 		l.histPool = append(l.histPool, w.h)

@@ -1,0 +1,106 @@
+package verify
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+// Coverage counts the measured attempts some subscriber expected: a
+// subscriber that expects only [3s, 6s) of ten messages one second apart
+// covers exactly the three sent at 3s, 4s and 5s, and the run is inconclusive
+// under the default 95% coverage gate; with the gate off it passes.
+func TestCoverageCounted(t *testing.T) {
+	for _, gates := range []Gates{DefaultGates, {Within: 0.95, MinPublishAvailability: 0.999, MinExpected: 1}} {
+		l, err := NewLedger(testRun, Config{Gates: gates})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Stream(1, 1)
+		s := l.Subscriber("s")
+		s.Expect(1, 1, 3*sec)
+		for seq := uint64(1); seq <= 10; seq++ {
+			at := int64(seq) * sec
+			if seq == 6 {
+				s.Unexpect(1, 1, at)
+			}
+			p.Attempt(seq, at)
+			p.Result(seq, PublishOK, at+ms1)
+		}
+		live := l.Snapshot(10 * sec)
+		if live.Counts.Covered != 3 {
+			t.Errorf("live covered = %d, want 3", live.Counts.Covered)
+		}
+		r := l.Finish(40*sec, true)
+		if r.Counts.Covered != 3 || r.Counts.PublishAttempted != 10 {
+			t.Fatalf("covered %d of %d, want 3 of 10", r.Counts.Covered, r.Counts.PublishAttempted)
+		}
+		if got := r.Counts.Coverage(); got != 0.3 {
+			t.Errorf("coverage = %v, want 0.3", got)
+		}
+		// The three expected messages never arrived: lost, so the run fails
+		// whatever the coverage; coverage alone cannot turn a fail into a pass.
+		if r.Verdict != Fail {
+			t.Errorf("verdict %s (%s), want fail (3 lost)", r.Verdict, r.Reason)
+		}
+	}
+}
+
+func TestJudge(t *testing.T) {
+	full := Counts{Expected: 100, OnTime: 100, PublishAttempted: 100, PublishOK: 100, Covered: 100}
+	lost := full
+	lost.OnTime, lost.Lost = 99, 1
+	corrupt := full
+	corrupt.Corrupt = 1
+	thin := full
+	thin.Covered = 50
+	pending := full
+	pending.Pending = 1
+	tests := []struct {
+		name   string
+		c      Counts
+		ev     Evidence
+		want   Verdict
+		reason string
+	}{
+		{"complete pass", full, Evidence{}, Pass, ""},
+		{"interrupted pass", full, Evidence{Incomplete: "the run was interrupted"}, Inconclusive, "interrupted"},
+		{"interrupted fail stays fail", lost, Evidence{Incomplete: "the run was interrupted"}, Fail, "lost"},
+		{"overloaded fail", lost, Evidence{Overloaded: "12 of 100 sends late"}, Inconclusive, "overloaded"},
+		{"overloaded pass", full, Evidence{Overloaded: "12 of 100 sends late"}, Pass, ""},
+		{"overloaded corrupt stays fail", corrupt, Evidence{Overloaded: "x"}, Fail, "corrupt"},
+		{"interrupted corrupt stays fail", corrupt, Evidence{Incomplete: "x"}, Fail, "corrupt"},
+		{"low coverage", thin, Evidence{}, Inconclusive, "coverage 50.0% below 95.0%"},
+		{"pending", pending, Evidence{}, Inconclusive, "not final"},
+		{"no data", Counts{}, Evidence{}, Inconclusive, "no message was published"},
+		{"no data interrupted", Counts{}, Evidence{Incomplete: "the run was interrupted"}, Inconclusive, "interrupted; no message"},
+	}
+	for _, tt := range tests {
+		v, reason, gates := DefaultGates.Judge(tt.c, tt.ev)
+		if v != tt.want || !strings.Contains(reason, tt.reason) {
+			t.Errorf("%s: verdict %s %q, want %s containing %q", tt.name, v, reason, tt.want, tt.reason)
+		}
+		if len(gates) != 6 || gates[5].Name != "coverage" {
+			t.Errorf("%s: gates %+v, want the five SLO gates and coverage", tt.name, gates)
+		}
+	}
+}
+
+func TestGatesValidateRejectsNaN(t *testing.T) {
+	for _, g := range []Gates{
+		{Within: math.NaN()}, {MinPublishAvailability: math.NaN()}, {MinCoverage: math.NaN()},
+		{Within: 1.5}, {MinCoverage: -0.1}, {MinPublishAvailability: math.Inf(1)},
+	} {
+		err := g.Validate()
+		if err == nil {
+			t.Errorf("%+v: Validate = nil, want an error", g)
+			continue
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "--") || strings.Contains(msg, "verify:") {
+			t.Errorf("%+v: %q: want one line naming the flag, no package prefix", g, msg)
+		}
+	}
+	if err := DefaultGates.Validate(); err != nil {
+		t.Errorf("DefaultGates: %v", err)
+	}
+}
