@@ -16,23 +16,14 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
-	"github.com/eventswarm/eventswarm/internal/mqtt"
 	"github.com/eventswarm/eventswarm/internal/probe"
 	"github.com/eventswarm/eventswarm/internal/report"
 	"github.com/eventswarm/eventswarm/internal/target"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
-// Exit codes (DESIGN.md), shared with swarm.
-const (
-	exitPass         = cli.ExitPass
-	exitFail         = cli.ExitFail
-	exitUsage        = cli.ExitUsage
-	exitInconclusive = cli.ExitInconclusive
-	exitCouldNotRun  = cli.ExitCouldNotRun
-)
-
 func main() {
+	cli.IgnoreSIGPIPE()
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, true))
 }
 
@@ -46,7 +37,7 @@ type options struct {
 	cpuProfile     string
 }
 
-func parseFlags(args []string, stderr io.Writer) (*options, error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	o.Register(fs, &o.cfg.Ledger)
@@ -62,10 +53,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "how long the first reach of the target may take")
 	fs.StringVar(&o.junitPath, "junit", "", "write one JUnit test case per gate to FILE")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the probe to FILE (diagnostics)")
-	if err := cli.ParseArgs(fs, "probe", "Publishes sequence-stamped messages, subscribes to them and gates on delivery SLOs.", args, stderr); err != nil {
+	if err := cli.ParseArgs(fs, "probe", "Publishes sequence-stamped messages, subscribes to them and gates on delivery SLOs.", args, stdout, stderr); err != nil {
 		return nil, err
 	}
 	run, errs := o.Finish("probe", o.cfg.Ledger)
+	errs = append(errs, cli.RejectZero(fs, "probe", "window", "barrier-timeout", "connect-timeout", "latency", "lost-after", "payload-size")...)
+	if err := cli.CheckOutput("junit", o.junitPath, false); err != nil {
+		errs = append(errs, err)
+	}
+
 	o.run = run
 	// Flags have non-zero defaults, so a zero here was typed: reject it before
 	// Defaults would replace it.
@@ -82,7 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		errs = append(errs, errors.New("probe: --window, --barrier-timeout and --connect-timeout must be > 0"))
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, cli.Usage(errors.Join(errs...))
 	}
 	o.cfg.Live = o.Live
 	o.cfg.ResubscribeOnConnect = o.Target.Protocol() == target.MQTT
@@ -91,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.cfg.Defaults()
 	if err := o.cfg.Validate(); err != nil {
-		return nil, err
+		return nil, cli.Usage(err)
 	}
 	return o, nil
 }
@@ -100,13 +96,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 // handling: the first stops publishing and drains, the second cuts the drain
 // short (the report is still written), the third exits at once.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSignals bool) int {
-	o, err := parseFlags(args, stderr)
+	o, err := parseFlags(args, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return exitPass
+		return cli.ExitPass
 	}
 	if err != nil {
-		cli.PrintErr(stderr, err)
-		return exitUsage
+		cli.PrintErr(stderr, "probe", err)
+		return cli.Code(err)
 	}
 
 	hard, hardStop := context.WithCancel(ctx)
@@ -129,15 +125,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 			err = pprof.StartCPUProfile(f)
 		}
 		if err != nil {
-			cli.PrintErr(stderr, fmt.Errorf("probe: --cpuprofile: %w", err))
-			return exitUsage
+			err = cli.Usage(fmt.Errorf("probe: --cpuprofile: %w", err))
+			cli.PrintErr(stderr, "probe", err)
+			return cli.Code(err)
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	stopPProf, err := o.ServePProf()
 	if err != nil {
-		cli.PrintErr(stderr, fmt.Errorf("probe: %w", err))
-		return exitUsage
+		err = cli.Usage(fmt.Errorf("probe: %w", err))
+		cli.PrintErr(stderr, "probe", err)
+		return cli.Code(err)
 	}
 	defer stopPProf()
 	run := o.run
@@ -145,24 +143,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		run = verify.NewRunID()
 	}
 	// couldNotRun reports a failure before anything was measured: one line, and
-	// the --json/--junit files still say so (verdict inconclusive, never pass).
+	// the --json/--junit/--html files still say so (verdict inconclusive, never
+	// pass). A signal during the check is an interrupted run (exit 3).
 	couldNotRun := func(err error) int {
-		cli.PrintErr(stderr, err)
 		out := probe.Outcome{RunID: run.String(), StartedAt: time.Now(), Errors: []string{err.Error()}}
+		out.Protocol = o.Target.Protocol()
+		out.Gates, out.Windows = []verify.Gate{}, []verify.Window{}
+		code := cli.Code(err)
 		out.Verdict, out.Reason = verify.Inconclusive, "could not run: "+err.Error()
-		out.Gates = []verify.Gate{}
-		out.Windows = []verify.Window{}
-		if werr := writeOutputs(o, out); werr != nil {
-			cli.PrintErr(stderr, werr)
+		if stop.Err() != nil {
+			out.Interrupted, out.Reason, code = true, "interrupted before the run began", cli.ExitInconclusive
+			fmt.Fprintln(stderr, "probe: interrupted before the run began; verdict inconclusive")
+		} else {
+			cli.PrintErr(stderr, "probe", err)
 		}
-		return exitCouldNotRun
+		if werr := writeOutputs(o, out); werr != nil {
+			cli.PrintErr(stderr, "probe", werr)
+		}
+		return code
 	}
 	tgt, err := target.Open(o.Target)
 	if err != nil {
 		return couldNotRun(err)
 	}
 	defer tgt.Close()
-	checkCtx, cancel := context.WithTimeout(hard, o.connectTimeout)
+	checkCtx, cancel := context.WithTimeout(stop, o.connectTimeout)
 	err = tgt.Check(checkCtx)
 	cancel()
 	if err != nil {
@@ -187,32 +192,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		inj := lb.Injected()
 		fmt.Fprintf(stderr, "probe: embedded bus injected: %+v\n", inj)
 	}
-	if runErr == nil {
-		if err := report.Table(o.TableOut(stdout, stderr), out.Result); err != nil {
-			cli.PrintErr(stderr, err)
-		}
+	if runErr != nil && out.Interrupted {
+		// A signal while connecting or at the barrier: the run was
+		// interrupted, not broken.
+		fmt.Fprintln(stderr, "probe: interrupted before publishing began; verdict inconclusive")
+		runErr = nil
 	}
-	code := cli.ExitCode(out.Result.Verdict)
+	if runErr != nil && out.Counts.Corrupt+out.Counts.Unexpected == 0 {
+		cli.PrintErr(stderr, "probe", runErr)
+		if werr := writeOutputs(o, out); werr != nil {
+			cli.PrintErr(stderr, "probe", werr)
+		}
+		return cli.Code(runErr)
+	}
 	if runErr != nil {
-		cli.PrintErr(stderr, runErr)
-		switch {
-		case errors.Is(runErr, mqtt.ErrQoSDowngraded):
-			code = exitUsage
-		case out.Counts.Corrupt+out.Counts.Unexpected > 0:
-			// The bus delivered garbage: a hard failure of the bus, not of the run.
-			fmt.Fprintf(stderr, "probe: FAIL: the bus delivered %d corrupt and %d unexpected payloads\n", out.Counts.Corrupt, out.Counts.Unexpected)
-			code = exitFail
-		default:
-			code = exitCouldNotRun
-		}
+		// The bus delivered garbage: a failure of the bus, whatever else went wrong.
+		cli.PrintErr(stderr, "probe", runErr)
+		fmt.Fprintf(stderr, "probe: FAIL: the bus delivered %d corrupt and %d unexpected payloads\n", out.Counts.Corrupt, out.Counts.Unexpected)
 	}
-	if err := writeOutputs(o, out); err != nil {
-		cli.PrintErr(stderr, err)
-		if code == exitPass {
-			code = exitUsage
-		}
+	if err := report.Table(o.TableOut(stdout, stderr), out.Result); err != nil {
+		cli.PrintErr(stderr, "probe", err) // stdout gone (a closed pipe): the files still follow
 	}
-	return code
+	if out.Interrupted {
+		fmt.Fprintln(stderr, "probe: the run was interrupted: the verdict cannot be a pass")
+	}
+	werr := writeOutputs(o, out)
+	if werr != nil {
+		cli.PrintErr(stderr, "probe", werr)
+	}
+	return cli.Exit(out.Result.Verdict, cli.CouldNotRun(werr))
 }
 
 func writeOutputs(o *options, out probe.Outcome) error {

@@ -315,8 +315,9 @@ type Config struct {
 	// ControlFanout is how many of its live learners a proctor sends a control
 	// message in each round (default 1).
 	ControlFanout int
-	// LearnersPerProctor is how many learner IDs a proctor watches (default
-	// 10; at most MaxTopicsLongPoll on long-poll).
+	// LearnersPerProctor is how many learner IDs a proctor watches (default:
+	// AutoLearnersPerProctor of the weights, so that every learner is watched;
+	// at most MaxTopicsLongPoll on long-poll).
 	LearnersPerProctor int
 	// ProctorTimeout ends a proctor session whose learners have not all
 	// finished (default 5m).
@@ -362,7 +363,6 @@ const (
 	DefaultDuration           = time.Minute
 	DefaultItems              = 10
 	DefaultControlFanout      = 1
-	DefaultLearnersPerProctor = 10
 	DefaultProctorTimeout     = 5 * time.Minute
 	DefaultPayloadSize        = 256
 	DefaultMarkerWait         = time.Second
@@ -408,7 +408,7 @@ func (c Config) withDefaults() Config {
 		c.ControlFanout = DefaultControlFanout
 	}
 	if c.LearnersPerProctor == 0 {
-		c.LearnersPerProctor = DefaultLearnersPerProctor
+		c.LearnersPerProctor = AutoLearnersPerProctor(c.Weights)
 	}
 	if c.ProctorTimeout == 0 {
 		c.ProctorTimeout = DefaultProctorTimeout
@@ -451,6 +451,19 @@ func (c Config) withDefaults() Config {
 		c.Shards = 1
 	}
 	return c
+}
+
+// AutoLearnersPerProctor is the default number of learner IDs a proctor
+// watches: twice the learners there are per proctor (so that every learner
+// can take a watched ID while proctor sessions come and go: a run verifies
+// all its traffic, see verify.Gates.MinCoverage), between 1 and
+// MaxTopicsLongPoll.
+func AutoLearnersPerProctor(w Weights) int {
+	if w[Proctor] <= 0 {
+		return 1
+	}
+	n := (2*w[Learner] + w[Proctor] - 1) / w[Proctor]
+	return min(max(n, 1), MaxTopicsLongPoll)
 }
 
 // Validate reports every problem with c at once (after applying defaults).

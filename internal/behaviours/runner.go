@@ -107,9 +107,28 @@ type Runner struct {
 	phase   atomic.Value // string
 	begin   atomic.Int64 // unix ns of Run's start, 0 before
 
+	// Users: the most running at once, and when this shard's target was
+	// first reached (ns since Run's start; -1 not yet).
+	peak      atomic.Int64
+	reachedNS atomic.Int64
+	// refused is the first error the bus gave that retrying will not fix
+	// (bus.ErrRefused: authorization, a granted QoS below the requested one).
+	refused atomic.Pointer[error]
+
 	usersWG sync.WaitGroup
 	ran     atomic.Bool
 }
+
+// noteRefused keeps the first refusal (see Summary.Refused).
+func (r *Runner) noteRefused(err error) {
+	if errors.Is(err, bus.ErrRefused) {
+		r.refused.CompareAndSwap(nil, &err)
+	}
+}
+
+// TargetUsers is this shard's share of the most users the run asks for
+// (--users, or the peak of --stages).
+func (r *Runner) TargetUsers() int { return len(r.users) }
 
 // New validates cfg and prepares a run that dials through d. It does no I/O.
 func New(cfg Config, d bus.Dialer) (*Runner, error) {
@@ -127,6 +146,7 @@ func New(cfg Config, d bus.Dialer) (*Runner, error) {
 		cfg.Seed = rand.Uint64()
 	}
 	r := &Runner{cfg: cfg, dialer: d, clock: verify.NewClock(), kinds: cfg.Weights.cycle()}
+	r.reachedNS.Store(-1)
 	r.lingerFor = int64(cfg.Verify.LostAfter + cfg.Verify.Grace)
 	var err error
 	if r.events, err = verify.NewLedger(cfg.Run, cfg.Verify); err != nil {
@@ -189,6 +209,14 @@ type Summary struct {
 	Ops stats.Snapshot
 	// PoolFree and PoolActive are the ID pool's sizes at the end.
 	PoolFree, PoolActive int
+	// Users: this shard's target (its share of --users or of the stages'
+	// peak), the most running at once, and how long after the start the
+	// target was first reached (-1: never).
+	UsersTarget, UsersPeak int
+	UsersReachedAfter      time.Duration
+	// Refused is the first refusal by the bus that retrying will not fix
+	// (wraps bus.ErrRefused), nil if none.
+	Refused error
 }
 
 // Progress is a live view of a run, for the console.
@@ -200,6 +228,8 @@ type Progress struct {
 	Started int
 	// ID pool sizes.
 	PoolFree, PoolActive int
+	// Users: this shard's target and the most running at once so far.
+	UsersTarget, UsersPeak int
 	// Result and Streams are live ledger snapshots (Pending: not final yet).
 	Result  verify.Result
 	Streams map[string]verify.Result
@@ -218,6 +248,7 @@ func (r *Runner) Progress() Progress {
 		p.Started += int(r.started[k].Load())
 	}
 	p.PoolFree, p.PoolActive = r.pool.Sizes()
+	p.UsersTarget, p.UsersPeak = len(r.users), int(r.peak.Load())
 	ev, ct := r.events.Snapshot(now), r.control.Snapshot(now)
 	p.Streams = map[string]verify.Result{StreamLearnerToProctor: ev, StreamProctorToLearner: ct}
 	p.Result = combine(r.cfg.Verify.Gates, ev, ct)
@@ -362,6 +393,11 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		s.UsersStarted += n
 	}
 	s.PoolFree, s.PoolActive = r.pool.Sizes()
+	s.UsersTarget, s.UsersPeak = len(r.users), int(r.peak.Load())
+	s.UsersReachedAfter = time.Duration(r.reachedNS.Load())
+	if e := r.refused.Load(); e != nil {
+		s.Refused = *e
+	}
 	return s, nil
 }
 
@@ -400,6 +436,12 @@ func (r *Runner) spawn(pubCtx, subCtx context.Context, start time.Time) {
 			}
 			r.startUser(pubCtx, subCtx, u)
 			running++
+		}
+		if int64(running) > r.peak.Load() {
+			r.peak.Store(int64(running))
+		}
+		if running >= len(r.users) && r.reachedNS.Load() < 0 {
+			r.reachedNS.Store(int64(time.Since(start)))
 		}
 		// Ramp down: the highest running users stop publishing and leave.
 		for i := len(r.users) - 1; i >= 0 && running > want; i-- {

@@ -62,6 +62,7 @@ func (r *Runner) dial(pubCtx, sessCtx context.Context, cancelSess context.Cancel
 		if aborted || stopping(sessCtx, err) {
 			return nil
 		}
+		r.noteRefused(err)
 		u.shard.Record(opConnect, d, bus.Classify(err))
 		if _, err := u.bo.Wait(pubCtx); err != nil {
 			return nil
@@ -150,6 +151,7 @@ func (r *Runner) subscribeAndConfirm(ctx context.Context, u *user, seed uint64, 
 		if stopping(ctx, err) {
 			return
 		}
+		r.noteRefused(err)
 		u.shard.Record(opSubscribe, d, bus.Classify(err))
 		if _, err := bo.Wait(ctx); err != nil {
 			return

@@ -114,6 +114,9 @@ var (
 	ErrUnreachable = errors.New("bus: target unreachable")
 	// ErrProtocol marks a peer that does not speak the expected protocol.
 	ErrProtocol = errors.New("bus: protocol error")
+	// ErrConfig marks a configuration a transport cannot use (a URL it does
+	// not accept, an unreadable CA file): the user's to fix, not the bus's.
+	ErrConfig = errors.New("invalid configuration")
 )
 
 // ErrorClass is the small fixed set errors are counted under on hot paths.

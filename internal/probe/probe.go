@@ -177,6 +177,9 @@ type Outcome struct {
 	MeasureStartMS int64    `json:"measure_start_ms"`
 	MeasureEndMS   int64    `json:"measure_end_ms"`
 	Drained        bool     `json:"drained"`
+	// Interrupted: a signal ended the run before its --duration (or before
+	// measurement began), or cut the drain short. Never a pass.
+	Interrupted bool `json:"interrupted"`
 	Health         Health   `json:"probe_health"`
 	Errors         []string `json:"errors,omitempty"`
 }
@@ -228,6 +231,9 @@ type prober struct {
 	subs []*subscriber
 	pubs []bus.Conn
 
+	interrupted bool // see Outcome.Interrupted; set before finish
+	published   bool // publishing began
+
 	health    healthCounters
 	errMu     sync.Mutex
 	errs      []string
@@ -273,12 +279,16 @@ func (p *prober) execute(ctx, stop context.Context, dialer bus.Dialer) (Outcome,
 	defer cancelConns()
 	defer p.closeAll()
 
+	// A signal (stop) at any moment ends the run: while connecting and at the
+	// barrier too, not only while publishing.
 	p.phase("connecting")
-	if err := p.connect(ctx, connCtx, dialer); err != nil {
+	if err := p.connect(stop, connCtx, dialer); err != nil {
+		p.interrupted = stop.Err() != nil
 		return p.finish(out, false), err
 	}
 	p.phase("barrier")
-	if err := p.barrier(ctx); err != nil {
+	if err := p.barrier(stop); err != nil {
+		p.interrupted = stop.Err() != nil
 		return p.finish(out, false), err
 	}
 
@@ -296,6 +306,7 @@ func (p *prober) execute(ctx, stop context.Context, dialer bus.Dialer) (Outcome,
 		defer stopAtDeadline()
 	}
 	p.phase("publishing")
+	p.published = true
 
 	var pubWG sync.WaitGroup
 	var endMu sync.Mutex
@@ -318,6 +329,9 @@ func (p *prober) execute(ctx, stop context.Context, dialer bus.Dialer) (Outcome,
 	go func() { defer liveWG.Done(); p.liveLoop(liveDone, start) }()
 
 	<-pubCtx.Done()
+	// With --duration 0 the first signal is the planned end; otherwise a
+	// signal before the deadline interrupted the run.
+	p.interrupted = p.cfg.Duration > 0 && !errors.Is(pubCtx.Err(), context.DeadlineExceeded)
 	pubWG.Wait()
 	stopAt := p.clock.Now()
 	if end == 0 || end > stopAt {
@@ -350,6 +364,7 @@ func (p *prober) finish(out Outcome, drained bool) Outcome {
 		p.markOverloaded(&out.Windows[i])
 	}
 	out.Drained = drained
+	out.Interrupted = p.interrupted || (p.published && !drained)
 	out.Health = p.healthReport()
 	p.errMu.Lock()
 	for _, e := range p.errs {
@@ -359,10 +374,17 @@ func (p *prober) finish(out Outcome, drained bool) Outcome {
 		out.Errors = append(out.Errors, e)
 	}
 	p.errMu.Unlock()
-	if out.Health.Overloaded && out.Verdict == verify.Fail {
-		out.Verdict = verify.Inconclusive
-		out.Reason = "the probe itself was overloaded (late sends); " + out.Reason
+	var ev verify.Evidence
+	switch {
+	case p.interrupted:
+		ev.Incomplete = "the run was interrupted before its end"
+	case !drained && p.published:
+		ev.Incomplete = "the drain was cut short"
 	}
+	if h := out.Health; h.Overloaded {
+		ev.Overloaded = fmt.Sprintf("the probe itself sent %d of its messages late", h.LateSends)
+	}
+	out.Verdict, out.Reason, out.Gates = p.cfg.Ledger.Gates.Judge(out.Counts, ev)
 	return out
 }
 

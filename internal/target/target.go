@@ -94,6 +94,13 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// configError marks a transport constructor's error as bus.ErrConfig while
+// keeping its own message and chain.
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() []error { return []error{e.err, bus.ErrConfig} }
+
 func unwrapURL(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -116,7 +123,7 @@ type Target struct {
 // targets it does no network I/O (call Check for that).
 func Open(cfg Config) (*Target, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, configError{err}
 	}
 	t := &Target{protocol: cfg.Protocol()}
 	url := cfg.URL
@@ -163,8 +170,10 @@ func Open(cfg Config) (*Target, error) {
 		}
 	}
 	if err != nil {
+		// The transports' constructors do no network I/O: whatever they
+		// reject is the configuration.
 		t.Close()
-		return nil, err
+		return nil, configError{err}
 	}
 	return t, nil
 }

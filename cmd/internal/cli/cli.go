@@ -8,16 +8,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/eventswarm/eventswarm/internal/bus"
 	"github.com/eventswarm/eventswarm/internal/localbus"
 	"github.com/eventswarm/eventswarm/internal/target"
 	"github.com/eventswarm/eventswarm/internal/verify"
@@ -57,7 +59,20 @@ type Common struct {
 	// PProf is a loopback address to serve net/http/pprof on (diagnostics).
 	PProf string
 
-	faultDelays string
+	faultDelays  string
+	passwordFile string
+}
+
+// RegisterGates defines the SLO gate flags on fs, with verify.DefaultGates
+// as defaults (probe, swarm and swarm merge share them).
+func RegisterGates(fs *flag.FlagSet, g *verify.Gates) {
+	d := verify.DefaultGates
+	g.MinExpected = d.MinExpected
+	fs.Float64Var(&g.Within, "within", d.Within, "fraction of expected messages that must be on time")
+	fs.Uint64Var(&g.MaxLost, "max-lost", d.MaxLost, "most lost messages allowed")
+	fs.Uint64Var(&g.MaxDuplicates, "max-duplicates", d.MaxDuplicates, "most duplicate deliveries allowed")
+	fs.Float64Var(&g.MinPublishAvailability, "min-publish-availability", d.MinPublishAvailability, "fraction of publishes that must succeed")
+	fs.Float64Var(&g.MinCoverage, "min-coverage", d.MinCoverage, "fraction of published messages some subscriber must have been expected to receive; less is inconclusive (0 = off)")
 }
 
 // Register defines the common flags on fs; SLO flags write into ledger.
@@ -67,20 +82,19 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.StringVar(&t.Embedded, "embedded", "http", "protocol against the embedded bus when --target is empty: http or mqtt")
 	fs.IntVar(&t.QoS, "qos", 1, "MQTT QoS for publish and subscribe: 0, 1 or 2")
 	fs.StringVar(&t.Username, "username", "", "MQTT username")
-	fs.StringVar(&t.Password, "password", os.Getenv("EVENTSWARM_PASSWORD"), "MQTT password (default $EVENTSWARM_PASSWORD)")
+	// The password is never a flag default: -h would print it.
+	fs.StringVar(&t.Password, "password", "", "MQTT password (prefer --password-file or $EVENTSWARM_PASSWORD: a flag shows in ps)")
+	fs.StringVar(&c.passwordFile, "password-file", "", "read the MQTT password from FILE (first line)")
 	fs.StringVar(&t.CAFile, "ca-file", "", "PEM CA bundle to verify mqtts/https servers")
 	fs.BoolVar(&t.Insecure, "insecure", false, "skip TLS certificate verification (explicit opt-in)")
 	fs.StringVar(&t.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL (POST <url>/<pub-path><channel>)")
 	fs.StringVar(&t.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL (GET <url>/<sub-path><ch1>,<ch2>)")
-	fs.DurationVar(&t.PublishTimeout, "publish-timeout", 5*time.Second, "a publish not acknowledged within this has an unknown outcome")
+	fs.DurationVar(&t.PublishTimeout, "publish-timeout", verify.DefaultPublishTimeout, "a publish not acknowledged within this has an unknown outcome")
 
-	fs.DurationVar(&ledger.Latency, "latency", 2*time.Second, "on-time bound (inclusive)")
-	fs.Float64Var(&ledger.Gates.Within, "within", 0.95, "fraction of expected messages that must be on time")
-	fs.DurationVar(&ledger.LostAfter, "lost-after", 15*time.Second, "a message not delivered within this is lost")
-	fs.DurationVar(&ledger.Grace, "grace", time.Second, "extra time after --lost-after before a message is final")
-	fs.Uint64Var(&ledger.Gates.MaxLost, "max-lost", 0, "most lost messages allowed")
-	fs.Uint64Var(&ledger.Gates.MaxDuplicates, "max-duplicates", 0, "most duplicate deliveries allowed")
-	fs.Float64Var(&ledger.Gates.MinPublishAvailability, "min-publish-availability", 0.999, "fraction of publishes that must succeed")
+	fs.DurationVar(&ledger.Latency, "latency", verify.DefaultLatency, "on-time bound (inclusive)")
+	fs.DurationVar(&ledger.LostAfter, "lost-after", verify.DefaultLostAfter, "a message not delivered within this is lost")
+	fs.DurationVar(&ledger.Grace, "grace", verify.DefaultGrace, "extra time after --lost-after before a message is final")
+	RegisterGates(fs, &ledger.Gates)
 
 	fs.StringVar(&c.JSON, "json", "", "write the result as JSON to FILE (- for stdout)")
 	fs.StringVar(&c.HTML, "html", "", "write a self-contained HTML report to FILE")
@@ -120,8 +134,36 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 	if err := c.Target.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Live <= 0 {
-		errs = append(errs, fmt.Errorf("%s: --live must be > 0, got %v", prog, c.Live))
+	switch {
+	case c.passwordFile != "" && c.Target.Password != "":
+		errs = append(errs, fmt.Errorf("%s: give --password or --password-file, not both", prog))
+	case c.passwordFile != "":
+		b, err := os.ReadFile(c.passwordFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: --password-file: cannot read %s: %v", prog, c.passwordFile, unwrapPath(err)))
+		} else {
+			c.Target.Password, _, _ = strings.Cut(string(b), "\n")
+			c.Target.Password = strings.TrimSuffix(c.Target.Password, "\r")
+		}
+	case c.Target.Password == "":
+		c.Target.Password = os.Getenv("EVENTSWARM_PASSWORD")
+	}
+	if c.Live < MinLive {
+		errs = append(errs, fmt.Errorf("%s: --live must be at least %v (it paces human-readable output), got %v", prog, MinLive, c.Live))
+	}
+	if c.Hold <= 0 {
+		errs = append(errs, fmt.Errorf("%s: --hold must be > 0, got %v", prog, c.Hold))
+	}
+	if c.Target.PublishTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("%s: --publish-timeout must be > 0, got %v", prog, c.Target.PublishTimeout))
+	}
+	for _, o := range []struct {
+		flag, path string
+		stdout     bool
+	}{{"json", c.JSON, true}, {"html", c.HTML, false}} {
+		if err := CheckOutput(o.flag, o.path, o.stdout); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", prog, err))
+		}
 	}
 	if ledger.Latency <= 0 || ledger.LostAfter <= 0 || ledger.Grace < 0 {
 		errs = append(errs, fmt.Errorf("%s: --latency and --lost-after must be > 0 and --grace >= 0", prog))
@@ -145,44 +187,156 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 	return run, errs
 }
 
-// ParseArgs parses args with fs, printing the flags only for -h: every other
-// parse error comes back as one line naming prog.
-func ParseArgs(fs *flag.FlagSet, prog, about string, args []string, stderr io.Writer) error {
+// MinLive is the shortest --live interval: the live lines are for people.
+const MinLive = time.Second
+
+// ExitCodesText is the one-line summary of the exit codes every -h prints.
+const ExitCodesText = "Exit codes: 0 pass, 1 SLO failed, 2 usage error, 3 inconclusive, 4 could not run, 130 second signal."
+
+// ParseArgs parses args with fs, printing the flags only for -h (to stderr)
+// and the version for --version (to stdout); both return flag.ErrHelp. Every
+// other parse error comes back as one usage error line naming prog. Values
+// are checked by type while parsing: a duration needs a unit, a number must
+// be finite (no NaN or Inf).
+func ParseArgs(fs *flag.FlagSet, prog, about string, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
+	version := fs.Bool("version", false, "print the version and exit")
+	strictValues(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "Usage: %s [flags]\n\n%s\nExit codes: 0 pass, 1 SLO failed, 2 usage error, 3 inconclusive, 4 could not run.\n\nFlags:\n", prog, about)
+			fmt.Fprintf(stderr, "Usage: %s [flags]\n\n%s\n%s\n\nFlags:\n", prog, about, ExitCodesText)
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
 			fs.SetOutput(io.Discard)
 			return err
 		}
-		return fmt.Errorf("%s: %v (run %s -h for the flags)", prog, err, prog)
+		return Usage(fmt.Errorf("%s: %s (run %s -h for the flags)", prog, strings.Replace(err.Error(), "for flag -", "for --", 1), prog))
+	}
+	if *version {
+		fmt.Fprintf(stdout, "%s %s\n", prog, Version())
+		return flag.ErrHelp
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q (flags only; run %s -h)", prog, fs.Arg(0), prog)
+		return Usage(fmt.Errorf("%s: unexpected argument %q (flags only; run %s -h)", prog, fs.Arg(0), prog))
 	}
 	return nil
 }
 
-// PrintErr prints each joined error on its own line; a classified transport
-// error gets its hint on the same line.
-func PrintErr(w io.Writer, err error) {
-	hint := ""
-	switch {
-	case errors.Is(err, bus.ErrUnreachable):
-		hint = " (is the bus running and the --target host:port right?)"
-	case errors.Is(err, bus.ErrProtocol):
-		hint = " (the port answered, but not with the protocol of the --target scheme: mqtt:// vs http://)"
-	}
-	lines := strings.Split(err.Error(), "\n")
-	for i, line := range lines {
-		if i == len(lines)-1 {
-			line += hint
+// strictValues wraps fs's duration and float flags so that a bad value says
+// what is wanted: the flag package's own message for "1" as a duration is
+// only "parse error", and it accepts NaN and Inf as numbers.
+func strictValues(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		g, ok := f.Value.(flag.Getter)
+		if !ok {
+			return
 		}
-		fmt.Fprintln(w, line)
+		switch g.Get().(type) {
+		case time.Duration:
+			f.Value = checkedValue{g, func(s string) error {
+				if _, err := time.ParseDuration(s); err != nil {
+					return fmt.Errorf("want a duration with a unit, e.g. 500ms, 30s, 5m or 1h")
+				}
+				return nil
+			}}
+		case float64:
+			f.Value = checkedValue{g, func(s string) error {
+				v, err := strconv.ParseFloat(s, 64)
+				if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+					return fmt.Errorf("want a finite number, e.g. 0.95")
+				}
+				return nil
+			}}
+		}
+	})
+}
+
+type checkedValue struct {
+	flag.Getter
+	check func(string) error
+}
+
+func (v checkedValue) Set(s string) error {
+	if err := v.check(s); err != nil {
+		return err
 	}
+	return v.Getter.Set(s)
+}
+
+// RejectZero returns an error for each named flag that was given explicitly
+// as zero: for these a zero would silently mean the default.
+func RejectZero(fs *flag.FlagSet, prog string, names ...string) []error {
+	var errs []error
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if !want[f.Name] {
+			return
+		}
+		g, ok := f.Value.(flag.Getter)
+		if !ok {
+			return
+		}
+		switch v := g.Get().(type) {
+		case time.Duration:
+			if v == 0 {
+				errs = append(errs, fmt.Errorf("%s: --%s must be > 0, got 0", prog, f.Name))
+			}
+		case int:
+			if v == 0 {
+				errs = append(errs, fmt.Errorf("%s: --%s must be >= 1, got 0", prog, f.Name))
+			}
+		}
+	})
+	return errs
+}
+
+// Version is the build's version: the module version, else the VCS revision,
+// else "dev".
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return "dev-" + rev
+}
+
+// IgnoreSIGPIPE keeps the process alive when stdout or stderr is a closed
+// pipe (probe … | tee, then Ctrl-C kills tee first): writes then fail with
+// EPIPE instead of killing the process, so the report files are still
+// written. Call it once from main.
+func IgnoreSIGPIPE() { signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) }
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // OnSignals calls steps[0] on the first SIGINT/SIGTERM, steps[1] on the second
