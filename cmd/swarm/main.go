@@ -38,8 +38,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,37 +56,8 @@ import (
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
-// Exit codes (DESIGN.md).
-const (
-	exitPass        = cli.ExitPass
-	exitUsage       = cli.ExitUsage
-	exitCouldNotRun = cli.ExitCouldNotRun
-	exitSignal      = cli.ExitSignal
-
-	exitInconclusive = cli.ExitInconclusive
-)
-
-// usageError carries exit code 2; runError exit code 4.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-type runError struct{ err error }
-
-func (e runError) Error() string { return e.err.Error() }
-func (e runError) Unwrap() error { return e.err }
-
-// codeOf maps an error to its exit code.
-func codeOf(err error) int {
-	var ue usageError
-	if errors.As(err, &ue) {
-		return exitUsage
-	}
-	return exitCouldNotRun
-}
-
 func main() {
+	cli.IgnoreSIGPIPE()
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, true))
 }
 
@@ -103,11 +76,11 @@ type options struct {
 	ConfigHash string
 }
 
-func parseFlags(args []string, stderr io.Writer) (*options, error) {
+func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var (
 		weights, stages, learnerIvl, controlIvl, drain string
-		shardFlag, startAt                             string
+		shardFlag, startAt, perProctor                 string
 	)
 	fs := flag.NewFlagSet("swarm", flag.ContinueOnError)
 	o.Register(fs, &o.cfg.Verify)
@@ -121,7 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&learnerIvl, "learner-interval", "1s-3s", "time between a learner's events: a duration or a range")
 	fs.StringVar(&controlIvl, "control-interval", "5s-10s", "time between a proctor's control rounds: a duration or a range")
 	fs.IntVar(&o.cfg.ControlFanout, "control-fanout", behaviours.DefaultControlFanout, "learners a proctor sends a control message per round")
-	fs.IntVar(&o.cfg.LearnersPerProctor, "learners-per-proctor", behaviours.DefaultLearnersPerProctor, "learner IDs a proctor watches (≤ 255 on long-poll)")
+	fs.StringVar(&perProctor, "learners-per-proctor", "auto", "learner IDs a proctor watches (≤ 255 on long-poll); auto = twice the learners per proctor of --weights, so every learner is watched")
 	fs.DurationVar(&o.cfg.ProctorTimeout, "proctor-timeout", behaviours.DefaultProctorTimeout, "a proctor session ends after this even if its learners have not finished")
 	fs.IntVar(&o.cfg.PayloadSize, "payload-size", behaviours.DefaultPayloadSize, "bytes per message")
 	fs.StringVar(&drain, "drain", "auto", "how long subscribers keep receiving after publishing stops: a duration, 0 for none, auto = --lost-after + --grace")
@@ -132,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.ShardFile, "shard-file", "", "write this shard's result file (exact counts and histograms, for swarm merge) to FILE, even when interrupted")
 	fs.StringVar(&startAt, "start-at", "", "absolute start time, RFC 3339 (e.g. 2026-01-02T15:04:05Z): wait until then so all shards start together; default now")
 
-	if err := cli.ParseArgs(fs, "swarm", "Runs weighted learners and proctors against a bus and verifies their own traffic.\nswarm merge [flags] SHARD-FILE... merges the --shard-file results of a distributed run (swarm merge -h).", args, stderr); err != nil {
+	if err := cli.ParseArgs(fs, "swarm", "Runs weighted learners and proctors against a bus and verifies their own traffic.\nswarm merge [flags] SHARD-FILE... merges the --shard-file results of a distributed run (swarm merge -h).", args, stdout, stderr); err != nil {
 		return nil, err
 	}
 	set := map[string]bool{}
@@ -146,6 +119,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	var err error
+	errs = append(errs, cli.RejectZero(fs, "swarm", "items", "control-fanout", "proctor-timeout", "payload-size", "latency", "lost-after", "duration")...)
+	if o.cfg.Shards < 1 {
+		errs = append(errs, fmt.Errorf("swarm: --shards must be >= 1, got %d", o.cfg.Shards))
+	}
+	if perProctor != "auto" {
+		n, err := strconv.Atoi(perProctor)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("swarm: --learners-per-proctor %q: want a count >= 1 or auto", perProctor))
+		}
+		o.cfg.LearnersPerProctor = n
+	}
+	addErr(cli.CheckOutput("shard-file", o.ShardFile, false))
 	o.cfg.Weights, err = behaviours.ParseWeights(weights)
 	addErr(err)
 	o.cfg.Stages, err = behaviours.ParseStages(stages)
@@ -202,9 +187,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		addErr(o.cfg.Validate())
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, cli.Usage(errors.Join(errs...))
 	}
 	return o, nil
+}
+
+// spawnWarning is one line when the users cannot all start within the
+// publishing time at the spawn rate (the README's --users 2000 example once
+// ran 601 users and passed, saying nothing), or "".
+func spawnWarning(c behaviours.Config) string {
+	if len(c.Stages) > 0 || c.SpawnRate <= 0 || c.Duration <= 0 {
+		return ""
+	}
+	need := time.Duration(float64(c.Users-1) / c.SpawnRate * float64(time.Second))
+	if need <= c.Duration {
+		return ""
+	}
+	reach := min(c.Users, int(c.SpawnRate*c.Duration.Seconds())+1)
+	rate := math.Ceil(float64(c.Users) / c.Duration.Seconds())
+	return fmt.Sprintf("swarm: --users %d at --spawn-rate %g takes %v to start, longer than --duration %v: at most %d users will run; raise --spawn-rate to %g or --duration to %v",
+		c.Users, c.SpawnRate, need.Round(time.Second), c.Duration, reach, rate, (need + c.Duration/2).Round(time.Second))
 }
 
 func prefixErr(flag string, err error) error {
@@ -216,18 +218,19 @@ func prefixErr(flag string, err error) error {
 
 // run is main without os.Exit, for tests. handleSignals installs the
 // SIGINT/SIGTERM handling: the first stops the run at once (the report is
-// still written), the second exits with 130.
+// still written; the verdict is at best inconclusive), the second exits with
+// 130.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSignals bool) int {
 	if len(args) > 0 && args[0] == "merge" {
 		return runMerge(args[1:], stdout, stderr)
 	}
-	o, err := parseFlags(args, stderr)
+	o, err := parseFlags(args, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return exitPass
+		return cli.ExitPass
 	}
 	if err != nil {
-		cli.PrintErr(stderr, err)
-		return exitUsage
+		cli.PrintErr(stderr, "swarm", err)
+		return cli.Code(err)
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -239,20 +242,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	}
 	stopPProf, err := o.ServePProf()
 	if err != nil {
-		cli.PrintErr(stderr, fmt.Errorf("swarm: %w", err))
-		return exitUsage
+		err = cli.Usage(fmt.Errorf("swarm: %w", err))
+		cli.PrintErr(stderr, "swarm", err)
+		return cli.Code(err)
 	}
 	defer stopPProf()
-	code, err := swarm(ctx, o, stdout, stderr)
-	if err != nil {
-		cli.PrintErr(stderr, err)
-		return codeOf(err)
-	}
-	return code
+	return swarm(ctx, o, stdout, stderr)
 }
 
-// swarm runs the load and reports; an error is a usageError or a runError.
-func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, error) {
+// swarm runs the load and reports, and returns the exit code.
+func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	// Thousands of mostly idle users keep little live heap, but the default
 	// GOGC=100 lets the heap double before a collection: at 10,000 users that
 	// headroom is ~11 KB a user. Collect sooner (GC CPU stays around 1%)
@@ -260,24 +259,50 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(swarmGOGC)
 	}
+	// couldNotRun reports a run that could not start: one line, and the
+	// --json and --shard-file... files say so (never a pass). A signal before
+	// the start is an interrupted run (exit 3).
+	couldNotRun := func(err error) int {
+		code := cli.Code(err)
+		reason := "could not run: " + err.Error()
+		if ctx.Err() != nil {
+			code, reason = cli.ExitInconclusive, "interrupted before the run began"
+			fmt.Fprintln(stderr, "swarm: interrupted before the run began; verdict inconclusive")
+		} else {
+			cli.PrintErr(stderr, "swarm", err)
+		}
+		if o.JSON != "" {
+			out := output{RunID: o.cfg.Run.String(), Protocol: o.Target.Protocol(), Shard: o.cfg.Shard, Shards: o.cfg.Shards,
+				StartedAt: time.Now(), EndedAt: time.Now(), Interrupted: ctx.Err() != nil, Errors: []string{err.Error()}}
+			out.Verdict, out.Reason, out.Gates, out.Windows = verify.Inconclusive, reason, []verify.Gate{}, []verify.Window{}
+			if werr := report.WriteJSON(o.JSON, out); werr != nil {
+				cli.PrintErr(stderr, "swarm", fmt.Errorf("--json: %w", werr))
+			}
+		}
+		return code
+	}
 	embedded := o.Target.URL == ""
 	if err := preflight(o.cfg, o.Target.Protocol(), embedded); err != nil {
-		return 0, err
+		cli.PrintErr(stderr, "swarm", err)
+		return cli.Code(err)
+	}
+	if w := spawnWarning(o.cfg); w != "" {
+		fmt.Fprintln(stderr, w)
 	}
 	tgt, err := target.Open(o.Target)
 	if err != nil {
-		return 0, runError{err}
+		return couldNotRun(err)
 	}
 	defer tgt.Close()
 	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = tgt.Check(checkCtx)
 	cancel()
 	if err != nil {
-		return 0, runError{fmt.Errorf("swarm: cannot use %s: %w", tgt.Describe(), err)}
+		return couldNotRun(fmt.Errorf("swarm: cannot use %s: %w", tgt.Describe(), err))
 	}
 	r, err := behaviours.New(o.cfg, tgt.Dialer())
 	if err != nil {
-		return 0, usageError{err}
+		return couldNotRun(cli.Usage(err))
 	}
 	cfg := r.Config()
 	fmt.Fprintf(stderr, "swarm: run %s shard %d/%d against %s: %d users (%s), %s\n",
@@ -287,7 +312,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 		if err := waitUntil(ctx, o.StartAt, stderr); err != nil {
 			// Nothing ran: no report, no shard file (merge then reports the shard missing).
 			fmt.Fprintln(stderr, "swarm: interrupted before --start-at; nothing ran, nothing written")
-			return exitInconclusive, nil
+			return cli.ExitInconclusive
 		}
 	}
 
@@ -307,27 +332,47 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 	stopLive()
 	wg.Wait()
 	if err != nil {
-		return 0, runError{err}
+		return couldNotRun(err)
 	}
 	if lb := tgt.Embedded(); lb != nil && o.Faults.Enabled() {
 		fmt.Fprintf(stderr, "swarm: embedded bus injected: %+v\n", lb.Injected())
 	}
+	// What stopped the run from measuring anything: a refusal retrying will
+	// not fix, or a bus that took no connection at all.
+	var runErr error
+	if s.Result.Verdict != verify.Fail {
+		if c, _ := s.Ops.Op("connect"); c.Count > 0 && c.Failures == c.Count {
+			runErr = cli.CouldNotRun(fmt.Errorf("swarm: every one of %d connects to %s failed (%s)", c.Count, tgt.Describe(), topClasses(c.FailuresByClass)))
+		} else if s.Refused != nil {
+			runErr = fmt.Errorf("swarm: the bus refused: %w", s.Refused)
+		}
+	}
 	out := newOutput(s, tgt, cfg)
+	if runErr != nil {
+		out.Errors = append(out.Errors, runErr.Error())
+	}
 	var errs []error
-	stdout = o.TableOut(stdout, stderr) // --json - keeps stdout for the JSON
-	if err := report.OpsTable(stdout, s.Ops); err != nil {
+	tables := o.TableOut(stdout, stderr) // --json - keeps stdout for the JSON
+	if err := report.OpsTable(tables, s.Ops); err != nil {
 		errs = append(errs, err)
 	}
-	fmt.Fprintln(stdout, report.UsersLine(s.UsersByKind, map[string]int{"free": s.PoolFree, "active": s.PoolActive}))
+	fmt.Fprintln(tables, usersLine(out.Users, s.PoolFree, s.PoolActive))
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
-		fmt.Fprintf(stdout, "%s: %s\n", name, report.VerdictLine(s.Streams[name]))
+		c := s.Streams[name].Counts
+		fmt.Fprintf(tables, "%s: coverage %s (%d of %d published expected by a subscriber) %s\n", name,
+			pctText(c.Covered, c.PublishAttempted), c.Covered, c.PublishAttempted, report.VerdictLine(s.Streams[name]))
 	}
-	if err := report.Table(stdout, s.Result); err != nil {
+	if err := report.Table(tables, s.Result); err != nil {
 		errs = append(errs, err)
 	}
-	fmt.Fprintf(stdout, "swarm: every user stopped %.0fms after the stop\n", float64(s.StopTook)/float64(time.Millisecond))
+	fmt.Fprintf(tables, "swarm: every user stopped %.0fms after the stop\n", float64(s.StopTook)/float64(time.Millisecond))
 	if s.Interrupted {
-		fmt.Fprintln(stdout, "swarm: the run was interrupted; messages still in flight are pending, not lost")
+		fmt.Fprintln(stderr, "swarm: the run was interrupted; messages still in flight are pending, not lost; the verdict cannot be a pass")
+	}
+	if len(errs) > 0 {
+		// stdout gone (a closed pipe): say so, and still write the files.
+		cli.PrintErr(stderr, "swarm", errors.Join(errs...))
+		errs = nil
 	}
 	if o.JSON != "" {
 		if err := report.WriteJSON(o.JSON, out); err != nil {
@@ -344,14 +389,53 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) (int, erro
 			errs = append(errs, err)
 		}
 	}
-	code := cli.ExitCode(s.Result.Verdict)
-	if len(errs) > 0 {
-		cli.PrintErr(stderr, errors.Join(errs...))
-		if code == exitPass {
-			code = exitCouldNotRun
+	if runErr != nil {
+		cli.PrintErr(stderr, "swarm", runErr)
+	}
+	werr := errors.Join(errs...)
+	if werr != nil {
+		cli.PrintErr(stderr, "swarm", werr)
+		if runErr == nil {
+			runErr = cli.CouldNotRun(werr)
 		}
 	}
-	return code, nil
+	return cli.Exit(s.Result.Verdict, runErr)
+}
+
+// topClasses names the failure classes of an operation, most frequent first.
+func topClasses(m map[string]uint64) string {
+	type kv struct {
+		k string
+		n uint64
+	}
+	var l []kv
+	for k, n := range m {
+		l = append(l, kv{k, n})
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].n > l[j].n || (l[i].n == l[j].n && l[i].k < l[j].k) })
+	parts := make([]string, len(l))
+	for i, e := range l {
+		parts[i] = fmt.Sprintf("%s %d", e.k, e.n)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func pctText(num, den uint64) string {
+	if den == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(100*float64(num)/float64(den), 'f', 1, 64) + "%"
+}
+
+// usersLine is the users in the final table: target, peak, when the target
+// was reached, by kind, and the ID pool.
+func usersLine(u report.Users, free, active int) string {
+	reached := "target never reached"
+	if u.ReachedAfter != nil {
+		reached = fmt.Sprintf("target reached after %.1fs", *u.ReachedAfter)
+	}
+	return fmt.Sprintf("users: target %d peak %d started %d, %s; %s", u.Target, u.Peak, u.Started, reached,
+		report.UsersLine(u.ByKind, map[string]int{"free": free, "active": active}))
 }
 
 func plan(c behaviours.Config) string {
@@ -378,8 +462,11 @@ func live(ctx context.Context, r *behaviours.Runner, every time.Duration, w io.W
 		case <-t.C:
 		}
 		p := r.Progress()
-		fmt.Fprintln(w, report.LiveLine(p.Elapsed, p.Result)+" ["+p.Phase+"]")
-		fmt.Fprintln(w, report.UsersLine(p.Active, map[string]int{"free": p.PoolFree, "active": p.PoolActive}))
+		ev, ct := p.Streams[behaviours.StreamLearnerToProctor].Counts, p.Streams[behaviours.StreamProctorToLearner].Counts
+		fmt.Fprintf(w, "%s [%s] coverage events %s control %s\n", report.LiveLine(p.Elapsed, p.Result), p.Phase,
+			pctText(ev.Covered, ev.PublishAttempted), pctText(ct.Covered, ct.PublishAttempted))
+		fmt.Fprintf(w, "users %d of %d (peak %d) %s\n", sum(p.Active), p.UsersTarget, p.UsersPeak,
+			report.UsersLine(p.Active, map[string]int{"free": p.PoolFree, "active": p.PoolActive}))
 		_ = report.OpsTable(w, p.Ops.Delta(prev))
 		prev = p.Ops
 	}
@@ -399,14 +486,30 @@ type output struct {
 	Drained     bool                     `json:"drained"`
 	StopMS      float64                  `json:"stop_ms"`
 	Streams     map[string]verify.Result `json:"streams"`
-	Users       users                    `json:"users"`
+	Users       report.Users             `json:"users"`
 	Operations  stats.Snapshot           `json:"operations"`
 	IDPool      idPool                   `json:"id_pool"`
+	// Coverage is each direction's Covered/PublishAttempted.
+	Coverage map[string]float64 `json:"coverage"`
+	Errors   []string           `json:"errors,omitempty"`
 }
 
-type users struct {
-	Started int            `json:"started"`
-	ByKind  map[string]int `json:"by_kind"`
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// usersOf is the summary's users in the JSON and shard-file form.
+func usersOf(s behaviours.Summary) report.Users {
+	u := report.Users{Target: s.UsersTarget, Peak: s.UsersPeak, Started: s.UsersStarted, ByKind: s.UsersByKind}
+	if s.UsersReachedAfter >= 0 {
+		v := math.Round(s.UsersReachedAfter.Seconds()*1000) / 1000
+		u.ReachedAfter = &v
+	}
+	return u
 }
 
 type idPool struct {
@@ -416,16 +519,19 @@ type idPool struct {
 
 func newOutput(s behaviours.Summary, tgt *target.Target, cfg behaviours.Config) output {
 	streams := make(map[string]verify.Result, len(s.Streams))
+	coverage := make(map[string]float64, len(s.Streams))
 	for name, r := range s.Streams {
 		r.Subscribers = nil // one per session: too many to be useful here
 		streams[name] = r
+		coverage[name] = r.Counts.Coverage()
 	}
 	return output{
 		Result: s.Result, RunID: s.Run.String(), Protocol: tgt.Protocol(), Target: tgt.Describe(),
 		Shard: cfg.Shard, Shards: cfg.Shards, StartedAt: s.Start, EndedAt: s.End,
 		Interrupted: s.Interrupted, Drained: s.Drained, Streams: streams,
 		StopMS:     float64(s.StopTook) / float64(time.Millisecond),
-		Users:      users{Started: s.UsersStarted, ByKind: s.UsersByKind},
+		Users:      usersOf(s),
 		Operations: s.Ops, IDPool: idPool{Free: s.PoolFree, Active: s.PoolActive},
+		Coverage:   coverage,
 	}
 }

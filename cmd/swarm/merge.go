@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
+	"github.com/eventswarm/eventswarm/internal/behaviours"
 	"github.com/eventswarm/eventswarm/internal/report"
 	"github.com/eventswarm/eventswarm/internal/stats"
 	"github.com/eventswarm/eventswarm/internal/verify"
@@ -24,6 +25,10 @@ type mergeOutput struct {
 	StartedAt  time.Time      `json:"started_at"`
 	EndedAt    time.Time      `json:"ended_at"`
 	Operations stats.Snapshot `json:"operations"`
+	Users      report.Users   `json:"users"`
+	// Streams and Coverage: each direction's merged counts and coverage.
+	Streams  map[string]verify.Counts `json:"streams,omitempty"`
+	Coverage map[string]float64       `json:"coverage,omitempty"`
 }
 
 // mergeOptions are merge's flags.
@@ -31,32 +36,32 @@ type mergeOptions struct {
 	gates   verify.Gates
 	json    string
 	junit   string
+	html    string
 	maxSkew time.Duration
 	files   []string
 }
 
-func parseMergeFlags(args []string, stderr io.Writer) (*mergeOptions, error) {
-	o := &mergeOptions{gates: verify.DefaultGates}
+func parseMergeFlags(args []string, stdout, stderr io.Writer) (*mergeOptions, error) {
+	o := &mergeOptions{}
 	fs := flag.NewFlagSet("swarm merge", flag.ContinueOnError)
-	fs.Float64Var(&o.gates.Within, "within", o.gates.Within, "fraction of expected messages that must be on time")
-	fs.Uint64Var(&o.gates.MaxLost, "max-lost", o.gates.MaxLost, "most lost messages allowed")
-	fs.Uint64Var(&o.gates.MaxDuplicates, "max-duplicates", o.gates.MaxDuplicates, "most duplicate deliveries allowed")
-	fs.Float64Var(&o.gates.MinPublishAvailability, "min-publish-availability", o.gates.MinPublishAvailability, "fraction of publishes that must succeed")
+	cli.RegisterGates(fs, &o.gates)
 	fs.StringVar(&o.json, "json", "", "write the merged result as JSON to FILE (- for stdout)")
 	fs.StringVar(&o.junit, "junit", "", "write the merged verdict as JUnit XML to FILE")
+	fs.StringVar(&o.html, "html", "", "write a self-contained HTML report of the merged run to FILE")
 	fs.DurationVar(&o.maxSkew, "max-skew", report.DefaultMaxStartSkew, "most the shards' start times may differ")
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	// Flags and files may be interleaved: parse, take a file, parse the rest.
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintf(stderr, "Usage: swarm merge [flags] SHARD-FILE...\n\nChecks that the shard files (swarm --shard-file) form one complete run and computes the verdict on the merged data.\nExit codes: 0 pass, 1 SLO failed, 2 usage error or invalid set of files, 3 inconclusive, 4 could not write a report.\n\nFlags:\n")
-				fs.SetOutput(stderr)
-				fs.PrintDefaults()
-				return nil, err
+	for first := true; ; first = false {
+		var err error
+		if first {
+			err = cli.ParseArgs(fs, "swarm merge", "Checks that the shard files (swarm --shard-file) form one complete run and computes the verdict on the merged data.\nAn invalid set of files (missing, incomplete or mismatched shards) is a usage error (2).", args, stdout, stderr, cli.AllowArgs)
+		} else {
+			err = fs.Parse(args)
+			if err != nil {
+				err = cli.Usage(fmt.Errorf("swarm merge: %v (run swarm merge -h for the flags)", err))
 			}
-			return nil, fmt.Errorf("swarm merge: %v (run swarm merge -h for the flags)", err)
+		}
+		if err != nil {
+			return nil, err
 		}
 		if fs.NArg() == 0 {
 			break
@@ -74,19 +79,24 @@ func parseMergeFlags(args []string, stderr io.Writer) (*mergeOptions, error) {
 	if o.maxSkew < 0 {
 		errs = append(errs, fmt.Errorf("swarm merge: --max-skew must be >= 0, got %v", o.maxSkew))
 	}
-	return o, errors.Join(errs...)
+	for _, out := range []struct{ flag, path string }{{"json", o.json}, {"junit", o.junit}, {"html", o.html}} {
+		if err := cli.CheckOutput(out.flag, out.path, out.flag == "json"); err != nil {
+			errs = append(errs, fmt.Errorf("swarm merge: %w", err))
+		}
+	}
+	return o, cli.Usage(errors.Join(errs...))
 }
 
 // runMerge is `swarm merge`: exit 0 pass, 1 fail, 2 usage or invalid set,
 // 3 inconclusive, 4 a report could not be written.
 func runMerge(args []string, stdout, stderr io.Writer) int {
-	o, err := parseMergeFlags(args, stderr)
+	o, err := parseMergeFlags(args, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return exitPass
+		return cli.ExitPass
 	}
 	if err != nil {
-		cli.PrintErr(stderr, err)
-		return exitUsage
+		cli.PrintErr(stderr, "swarm merge", err)
+		return cli.Code(err)
 	}
 	var (
 		files []report.ShardFile
@@ -108,9 +118,9 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		errs = append(errs, mergeProblems(err)...)
 	}
 	for _, e := range errs {
-		fmt.Fprintf(stderr, "swarm merge: %s\n", e)
+		fmt.Fprintf(stderr, "swarm merge: %s\n", strings.TrimPrefix(e, "report: "))
 	}
-	return exitUsage
+	return cli.ExitUsage
 }
 
 // mergeProblems splits a report.Merge error into one line per problem.
@@ -124,15 +134,33 @@ func reportMerged(o *mergeOptions, m report.ShardFile, n int, stdout, stderr io.
 	fmt.Fprintf(stdout, "swarm merge: run %s, %d shards (%d files), config %s, %s to %s\n", m.RunID, m.Shards, n,
 		m.ConfigHash, m.Start.Format(time.RFC3339Nano), m.End.Format(time.RFC3339Nano))
 	var errs []error
-	if err := report.OpsTable(stdout, m.Stats); err != nil {
+	tables := stdout
+	if o.json == "-" {
+		tables = stderr
+	}
+	if err := report.OpsTable(tables, m.Stats); err != nil {
 		errs = append(errs, err)
 	}
-	if err := report.Table(stdout, r); err != nil {
+	fmt.Fprintln(tables, usersLine(m.Users, 0, 0))
+	coverage := map[string]float64{}
+	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
+		if c, ok := m.Streams[name]; ok {
+			coverage[name] = c.Coverage()
+			fmt.Fprintf(tables, "%s: coverage %s (%d of %d published expected by a subscriber)\n", name,
+				pctText(c.Covered, c.PublishAttempted), c.Covered, c.PublishAttempted)
+		}
+	}
+	if err := report.Table(tables, r); err != nil {
 		errs = append(errs, err)
+	}
+	if o.html != "" {
+		if err := report.WriteHTML(o.html, "eventswarm swarm merge "+m.RunID, r); err != nil {
+			errs = append(errs, fmt.Errorf("swarm merge: --html: %w", err))
+		}
 	}
 	if o.json != "" {
 		out := mergeOutput{Result: r, RunID: m.RunID, Shards: m.Shards, ConfigHash: m.ConfigHash,
-			StartedAt: m.Start, EndedAt: m.End, Operations: m.Stats}
+			StartedAt: m.Start, EndedAt: m.End, Operations: m.Stats, Users: m.Users, Streams: m.Streams, Coverage: coverage}
 		if err := report.WriteJSON(o.json, out); err != nil {
 			errs = append(errs, fmt.Errorf("swarm merge: --json: %w", err))
 		}
@@ -142,12 +170,7 @@ func reportMerged(o *mergeOptions, m report.ShardFile, n int, stdout, stderr io.
 			errs = append(errs, fmt.Errorf("swarm merge: --junit: %w", err))
 		}
 	}
-	code := cli.ExitCode(r.Verdict)
-	if len(errs) > 0 {
-		cli.PrintErr(stderr, errors.Join(errs...))
-		if code == exitPass {
-			code = exitCouldNotRun
-		}
-	}
-	return code
+	werr := errors.Join(errs...)
+	cli.PrintErr(stderr, "swarm merge", werr)
+	return cli.Exit(r.Verdict, cli.CouldNotRun(werr))
 }

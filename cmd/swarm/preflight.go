@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/eventswarm/eventswarm/cmd/internal/cli"
 	"github.com/eventswarm/eventswarm/internal/behaviours"
 	"github.com/eventswarm/eventswarm/internal/longpoll"
 	"github.com/eventswarm/eventswarm/internal/target"
@@ -79,6 +80,6 @@ func preflight(cfg behaviours.Config, proto string, embedded bool) error {
 			hi = mid - 1
 		}
 	}
-	return usageError{fmt.Errorf("swarm: --users %d needs about %d open files but the limit is %d (%s); at most %d users fit — raise `ulimit -n` or run shards",
-		n, need, limit, which, fit)}
+	return cli.Usage(fmt.Errorf("swarm: --users %d needs about %d open files but the limit is %d (%s); at most %d users fit — raise `ulimit -n` or run shards",
+		n, need, limit, which, fit))
 }

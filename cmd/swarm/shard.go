@@ -12,6 +12,7 @@ import (
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/behaviours"
 	"github.com/eventswarm/eventswarm/internal/report"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 // startAtTolerance is how far in the past --start-at may be: a shard
@@ -67,9 +68,11 @@ func writeShardFile(o *options, cfg behaviours.Config, s behaviours.Summary) err
 	f := report.ShardFile{
 		RunID: s.Run.String(), Shard: cfg.Shard, Shards: cfg.Shards, ConfigHash: o.ConfigHash,
 		Start: s.Start, End: s.End, Complete: !s.Interrupted, Stats: s.Ops,
+		Users: usersOf(s), Streams: map[string]verify.Counts{},
 	}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		var d report.ShardFile
+		f.Streams[name] = s.Streams[name].Counts
 		if err := d.SetResult(s.Streams[name]); err != nil {
 			return fmt.Errorf("swarm: --shard-file: %s: %w", name, err)
 		}

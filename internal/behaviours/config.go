@@ -285,6 +285,9 @@ const MaxTopicsLongPoll = 255
 // MaxIDLen bounds the length of a learner ID (the pool prefix is shortened to fit).
 const MaxIDLen = 64
 
+// MaxPayloadSize bounds a message (each user holds one buffer of this size).
+const MaxPayloadSize = 1 << 20
+
 // MinPayloadSize is the smallest payload: the stamp, the kind byte and a learner ID.
 const MinPayloadSize = verify.StampSize + 1 + MaxIDLen
 
@@ -522,8 +525,8 @@ func (c Config) Validate() error {
 	if c.ProctorTimeout < 0 {
 		add("--proctor-timeout must be > 0, got %v", c.ProctorTimeout)
 	}
-	if d.PayloadSize < MinPayloadSize {
-		add("--payload-size must be >= %d bytes, got %d", MinPayloadSize, c.PayloadSize)
+	if d.PayloadSize < MinPayloadSize || d.PayloadSize > MaxPayloadSize {
+		add("--payload-size must be in [%d, %d] bytes, got %d", MinPayloadSize, MaxPayloadSize, c.PayloadSize)
 	}
 	if c.Drain < 0 && c.Drain != NoDrain {
 		add("--drain must be >= 0, got %v", c.Drain)

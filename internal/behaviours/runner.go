@@ -251,23 +251,28 @@ func (r *Runner) Progress() Progress {
 	p.UsersTarget, p.UsersPeak = len(r.users), int(r.peak.Load())
 	ev, ct := r.events.Snapshot(now), r.control.Snapshot(now)
 	p.Streams = map[string]verify.Result{StreamLearnerToProctor: ev, StreamProctorToLearner: ct}
-	p.Result = combine(r.cfg.Verify.Gates, ev, ct)
+	p.Result = combine(r.cfg.Verify.Gates, verify.Evidence{}, ev, ct)
 	return p
 }
 
+// directionNames name combine's results in order (events, then control).
+var directionNames = []string{StreamLearnerToProctor, StreamProctorToLearner}
+
 // combine pools the results of both directions; see Summary.Result.
-func combine(g verify.Gates, rs ...verify.Result) verify.Result {
+func combine(g verify.Gates, evidence verify.Evidence, rs ...verify.Result) verify.Result {
 	var out verify.Result
 	for _, r := range rs {
 		out.Counts.Add(r.Counts)
 		out.LatencyMS = maxLatency(out.LatencyMS, r.LatencyMS)
 		out.LateMS = maxLatency(out.LateMS, r.LateMS)
 	}
-	out.Verdict, out.Reason, out.Gates = g.Evaluate(out.Counts)
-	// The ledgers may know more (e.g. their own overload): keep the worse verdict.
-	for _, r := range rs {
-		if r.Verdict == verify.Fail && out.Verdict != verify.Fail {
-			out.Verdict, out.Reason = r.Verdict, r.Reason
+	out.Verdict, out.Reason, out.Gates = g.Judge(out.Counts, evidence)
+	// Each direction is judged on its own too (e.g. its own coverage): the
+	// pooled verdict is the worst of them (fail, then inconclusive, then pass).
+	rank := map[verify.Verdict]int{verify.Pass: 0, verify.Inconclusive: 1, verify.Fail: 2}
+	for i, r := range rs {
+		if rank[r.Verdict] > rank[out.Verdict] {
+			out.Verdict, out.Reason = r.Verdict, directionNames[i]+": "+r.Reason
 		}
 	}
 	return out
@@ -379,10 +384,17 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	now := r.clock.Now()
 	ev := r.events.Finish(now, drained)
 	ct := r.control.Finish(now, drained)
+	var evidence verify.Evidence
+	if interrupted {
+		evidence.Incomplete = "the run was interrupted before its end"
+	}
+	for _, res := range []*verify.Result{&ev, &ct} {
+		res.Verdict, res.Reason, res.Gates = cfg.Verify.Gates.Judge(res.Counts, evidence)
+	}
 	r.phase.Store(PhaseDone)
 	s := Summary{
 		Run: cfg.Run, Start: start, End: time.Now(), Interrupted: interrupted, Drained: drained, StopTook: stopTook,
-		Result:      combine(cfg.Verify.Gates, ev, ct),
+		Result:      combine(cfg.Verify.Gates, evidence, ev, ct),
 		Streams:     map[string]verify.Result{StreamLearnerToProctor: ev, StreamProctorToLearner: ct},
 		UsersByKind: map[string]int{},
 		Ops:         r.stats.Snapshot(),

@@ -39,6 +39,45 @@ type ShardFile struct {
 	LatencyHist stats.Hist     `json:"latency_histogram"`
 	LateHist    stats.Hist     `json:"late_histogram"`
 	Stats       stats.Snapshot `json:"stats"`
+	// Streams are each direction's exact counts (their sum is Counts), so a
+	// merged run is judged per direction too (e.g. its coverage).
+	Streams map[string]verify.Counts `json:"streams,omitempty"`
+	// Users are the shard's users (merged: summed; reached is the latest).
+	Users Users `json:"users"`
+}
+
+// Users are a run's users: its target, the most running at once, how many
+// were started, by kind, and when the target was first reached (nil: never;
+// a merged run reached its target when its last shard did).
+type Users struct {
+	Target       int            `json:"target"`
+	Peak         int            `json:"peak"`
+	Started      int            `json:"started"`
+	ByKind       map[string]int `json:"by_kind"`
+	ReachedAfter *float64       `json:"reached_after_s"`
+}
+
+// Add sums o into u (peaks add: shards run at the same time).
+func (u *Users) Add(o Users, first bool) {
+	u.Target += o.Target
+	u.Peak += o.Peak
+	u.Started += o.Started
+	if u.ByKind == nil {
+		u.ByKind = map[string]int{}
+	}
+	for k, n := range o.ByKind {
+		u.ByKind[k] += n
+	}
+	switch {
+	case o.ReachedAfter == nil:
+		u.ReachedAfter = nil
+	case first:
+		v := *o.ReachedAfter
+		u.ReachedAfter = &v
+	case u.ReachedAfter != nil && *o.ReachedAfter > *u.ReachedAfter:
+		v := *o.ReachedAfter
+		u.ReachedAfter = &v
+	}
 }
 
 // SetResult fills f's counts and histograms from a shard ledger's final
@@ -61,6 +100,18 @@ func (f *ShardFile) SetResult(r verify.Result) error {
 // results are not merged.
 func (f ShardFile) Result(g verify.Gates) verify.Result {
 	v, reason, gates := g.Evaluate(f.Counts)
+	// Each direction on its own too: the verdict is the worst of them.
+	rank := map[verify.Verdict]int{verify.Pass: 0, verify.Inconclusive: 1, verify.Fail: 2}
+	names := make([]string, 0, len(f.Streams))
+	for name := range f.Streams {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if dv, dr, _ := g.Evaluate(f.Streams[name]); rank[dv] > rank[v] {
+			v, reason = dv, name+": "+dr
+		}
+	}
 	return verify.Result{Verdict: v, Reason: reason, Counts: f.Counts,
 		LatencyMS: verifyLatency(f.LatencyHist.Summary()), LateMS: verifyLatency(f.LateHist.Summary()), Gates: gates,
 		LatencyHist: f.LatencyHist.HDRSnapshot(), LateHist: f.LateHist.HDRSnapshot()}
@@ -158,8 +209,17 @@ func MergeSkew(files []ShardFile, maxSkew time.Duration) (ShardFile, error) {
 
 	m := ShardFile{RunID: first.RunID, Shards: n, ConfigHash: first.ConfigHash, Start: minStart, Complete: true}
 	snaps := make([]stats.Snapshot, 0, len(files))
-	for _, f := range files {
+	for i, f := range files {
 		m.Counts.Add(f.Counts)
+		m.Users.Add(f.Users, i == 0)
+		for name, c := range f.Streams {
+			if m.Streams == nil {
+				m.Streams = map[string]verify.Counts{}
+			}
+			sc := m.Streams[name]
+			sc.Add(c)
+			m.Streams[name] = sc
+		}
 		if f.End.After(m.End) {
 			m.End = f.End
 		}

@@ -104,6 +104,7 @@ func countRows(c verify.Counts) [][]string {
 		{"publish ok", u(c.PublishOK), pct(c.PublishOK, c.PublishAttempted)},
 		{"publish failed", u(c.PublishFailed), pct(c.PublishFailed, c.PublishAttempted)},
 		{"publish unknown", u(c.PublishUnknown), pct(c.PublishUnknown, c.PublishAttempted)},
+		{"covered (some subscriber expected it)", u(c.Covered), pct(c.Covered, c.PublishAttempted)},
 	}
 }
 
@@ -217,8 +218,8 @@ func LiveLine(elapsed time.Duration, r verify.Result) string {
 	if r.LatencyMS.Count > 0 {
 		p99 = fmtMS(r.LatencyMS.P99) + "ms"
 	}
-	return fmt.Sprintf("[%s] published %d/%d expected %d on-time %s lost %d dups %d pending %d p99 %s",
-		elapsed.Truncate(time.Second), c.PublishOK, c.PublishAttempted, c.Expected,
+	return fmt.Sprintf("[%s] published %d/%d coverage %s expected %d on-time %s lost %d dups %d pending %d p99 %s",
+		elapsed.Truncate(time.Second), c.PublishOK, c.PublishAttempted, pct(c.Covered, c.PublishAttempted), c.Expected,
 		pct(c.OnTime, c.Expected), c.Lost, c.Duplicates, c.Pending, p99)
 }
 

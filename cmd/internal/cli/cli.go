@@ -198,14 +198,22 @@ const ExitCodesText = "Exit codes: 0 pass, 1 SLO failed, 2 usage error, 3 inconc
 // other parse error comes back as one usage error line naming prog. Values
 // are checked by type while parsing: a duration needs a unit, a number must
 // be finite (no NaN or Inf).
-func ParseArgs(fs *flag.FlagSet, prog, about string, args []string, stdout, stderr io.Writer) error {
+func ParseArgs(fs *flag.FlagSet, prog, about string, args []string, stdout, stderr io.Writer, opts ...ParseOption) error {
+	allowArgs := false
+	for _, o := range opts {
+		allowArgs = allowArgs || o == AllowArgs
+	}
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	version := fs.Bool("version", false, "print the version and exit")
 	strictValues(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "Usage: %s [flags]\n\n%s\n%s\n\nFlags:\n", prog, about, ExitCodesText)
+			files := ""
+			if allowArgs {
+				files = " FILE..."
+			}
+			fmt.Fprintf(stderr, "Usage: %s [flags]%s\n\n%s\n%s\n\nFlags:\n", prog, files, about, ExitCodesText)
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
 			fs.SetOutput(io.Discard)
@@ -217,11 +225,17 @@ func ParseArgs(fs *flag.FlagSet, prog, about string, args []string, stdout, stde
 		fmt.Fprintf(stdout, "%s %s\n", prog, Version())
 		return flag.ErrHelp
 	}
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 && !allowArgs {
 		return Usage(fmt.Errorf("%s: unexpected argument %q (flags only; run %s -h)", prog, fs.Arg(0), prog))
 	}
 	return nil
 }
+
+// ParseOption changes what ParseArgs accepts.
+type ParseOption int
+
+// AllowArgs lets arguments follow the flags (swarm merge's files).
+const AllowArgs ParseOption = 1
 
 // strictValues wraps fs's duration and float flags so that a bad value says
 // what is wanted: the flag package's own message for "1" as a duration is
