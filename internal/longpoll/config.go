@@ -18,6 +18,7 @@ const (
 	DefaultMaxConns       = 4096
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultPollTimeout    = 60 * time.Second
+	DefaultMinHold        = time.Second
 )
 
 // MaxChannels is the most channels one poll may multiplex (Nchan's limit).
@@ -45,7 +46,14 @@ type Config struct {
 	// (Nchan's nchan_subscriber_timeout) so a quiet channel ends in 408, not in a
 	// client timeout (default 60s).
 	PollTimeout time.Duration
+	// MinHold is the least time a server holds an empty poll: a 304 or 408
+	// answered sooner means the server did not hold it, and the loop treats it
+	// as a failure (a bus.ErrProtocol error, followed by backoff) rather than
+	// polling again at once (default 1s; it must be below PollTimeout).
+	MinHold time.Duration
 	// Backoff is the retry schedule of the poll loop (default backoff.Default).
+	// A failed cycle (an error, a 200 without a cursor that moves on, or an
+	// empty answer sooner than MinHold) waits at least its floor.
 	Backoff backoff.Config
 	// SourceAddrs optionally lists local IPs (e.g. 127.0.0.2, 127.0.0.3) that
 	// outgoing sockets are spread over, round robin, to get past the ~28k
@@ -70,6 +78,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PollTimeout == 0 {
 		c.PollTimeout = DefaultPollTimeout
+	}
+	if c.MinHold == 0 {
+		c.MinHold = DefaultMinHold
 	}
 	if c.Backoff == (backoff.Config{}) {
 		c.Backoff = backoff.Default
@@ -98,6 +109,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollTimeout < 0 {
 		errs = append(errs, fmt.Errorf("longpoll: poll timeout must be > 0 and exceed the server's hold, got %v", c.PollTimeout))
+	}
+	if c.MinHold < 0 || c.MinHold >= c.PollTimeout {
+		errs = append(errs, fmt.Errorf("longpoll: min hold must be > 0 and below the poll timeout %v, got %v", c.PollTimeout, c.MinHold))
 	}
 	if err := c.Backoff.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("longpoll: %w", err))
