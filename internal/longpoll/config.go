@@ -21,6 +21,12 @@ const (
 	DefaultMinHold        = time.Second
 )
 
+// DefaultBackoff is the poll loop's retry schedule: a poll normally follows
+// the previous one at once, so its floor is short (100ms, ×3, capped at 10s:
+// [100ms, 200ms), [300ms, 600ms), [900ms, 1.8s), … [10s, 20s)); it still never
+// retries at once, and it falls to the same cap as backoff.Default.
+var DefaultBackoff = backoff.Config{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Multiplier: 3}
+
 // MaxChannels is the most channels one poll may multiplex (Nchan's limit).
 const MaxChannels = 255
 
@@ -51,9 +57,9 @@ type Config struct {
 	// as a failure (a bus.ErrProtocol error, followed by backoff) rather than
 	// polling again at once (default 1s; it must be below PollTimeout).
 	MinHold time.Duration
-	// Backoff is the retry schedule of the poll loop (default backoff.Default).
-	// A failed cycle (an error, a 200 without a cursor that moves on, or an
-	// empty answer sooner than MinHold) waits at least its floor.
+	// Backoff is the retry schedule of the poll loop (default DefaultBackoff).
+	// A failed cycle (an error, a 200 without a usable cursor, or an empty
+	// answer sooner than MinHold) waits at least its floor.
 	Backoff backoff.Config
 	// SourceAddrs optionally lists local IPs (e.g. 127.0.0.2, 127.0.0.3) that
 	// outgoing sockets are spread over, round robin, to get past the ~28k
@@ -83,7 +89,7 @@ func (c Config) withDefaults() Config {
 		c.MinHold = DefaultMinHold
 	}
 	if c.Backoff == (backoff.Config{}) {
-		c.Backoff = backoff.Default
+		c.Backoff = DefaultBackoff
 	}
 	return c
 }

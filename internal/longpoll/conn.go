@@ -425,9 +425,8 @@ func (l *pollLoop) receive() (int, error) {
 }
 
 // handleResponse reads one poll response from *br and acts on it: a 200 with a
-// message id delivers the body to h and moves cur (a 200 that repeats cur's id
-// is delivered too, and reported as a bus.ErrProtocol error so the loop backs
-// off); 304 and 408 keep cur. It
+// message id delivers the body to h and moves cur (a 200 without a usable id
+// is a bus.ErrProtocol error, so the loop backs off); 304 and 408 keep cur. It
 // reports whether the socket must be closed. Bytes from the network end here
 // (see FuzzHandleResponse).
 func handleResponse(br **bufio.Reader, nc io.Reader, resp *fasthttp.Response, cur *cursor, h bus.Handler) (status int, closeConn bool, err error) {
@@ -446,15 +445,9 @@ func handleResponse(br **bufio.Reader, nc io.Reader, resp *fasthttp.Response, cu
 		if len(etag) == 0 || len(lm) == 0 || !printable(lm) || !printable(etag) {
 			return status, closeConn, fmt.Errorf("longpoll: poll: %w: 200 without a usable Etag and Last-Modified", bus.ErrProtocol)
 		}
-		same := len(cur.etag) > 0 && string(etag) == string(cur.etag) && string(lm) == string(cur.lastModified)
 		cur.lastModified = append(cur.lastModified[:0], lm...)
 		cur.etag = append(cur.etag[:0], etag...)
 		h.HandleMessage(bus.Message{Payload: resp.Body()})
-		if same {
-			// The message is the one the cursor named already: polling again at
-			// once would get it again, in a tight loop.
-			return status, closeConn, fmt.Errorf("longpoll: poll: %w: 200 with the cursor of the previous message (the cursor did not move)", bus.ErrProtocol)
-		}
 		return status, closeConn, nil
 	case fasthttp.StatusNotModified, fasthttp.StatusRequestTimeout:
 		return status, closeConn, nil
