@@ -1,10 +1,19 @@
-// Package backoff computes retry delays: exponential growth from Initial, capped
-// at Max, with full jitter (a uniform draw in [0, cap)), reset after a success.
-// Wait sleeps for the next delay and returns early when the context ends, so a
-// stopping run never waits out a retry.
+// Package backoff computes retry delays: a floor that starts at Initial and
+// grows by Multiplier after each failure, capped at Max, and a delay drawn
+// uniformly in [floor, 2·floor). A success resets the schedule. Wait sleeps for
+// the next delay and returns early when the context ends, so a stopping run
+// never waits out a retry.
 //
-// Full jitter spreads retries of many clients over the whole interval, so a bus
-// that comes back after an outage does not see every client at once.
+// The floor is what keeps an outage from turning into a herd: no retry comes
+// sooner than Initial after a failure, so an error never makes a loop retry
+// faster than Initial (give the loop's own interval, see WithFloor), and each
+// further failure spaces the attempts out by Multiplier until the cap. The
+// jitter above the floor spreads the retries of many loops that failed
+// together over a whole floor, so a bus that comes back does not see every
+// client at once; a loop at the cap is back within 2·Max of the bus's return.
+//
+// Schedule, exactly: after the n-th consecutive failure (n = 0, 1, …) the
+// delay is in [F(n), 2·F(n)) where F(n) = min(Initial·Multiplier^n, Max).
 package backoff
 
 import (
@@ -18,16 +27,20 @@ import (
 // Config sets the retry schedule. The zero value is not valid; use Default or
 // fill every field.
 type Config struct {
-	// Initial is the upper bound of the first delay (default 100ms).
+	// Initial is the floor of the first delay: no retry comes sooner (default 1s).
 	Initial time.Duration
-	// Max caps the upper bound of every delay (default 10s).
+	// Max caps the floor; every delay is below 2·Max (default 10s).
 	Max time.Duration
-	// Multiplier grows the bound after each failure (default 2).
+	// Multiplier grows the floor after each failure (default 3).
 	Multiplier float64
 }
 
-// Default is 100ms initial, ×2, capped at 10s.
-var Default = Config{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2}
+// Default is a 1s floor, ×3 per failure, capped at 10s: delays in [1s, 2s),
+// [3s, 6s), [9s, 18s), then [10s, 20s). At the cap a loop makes one
+// attempt per 15s on average, a seventh of the rate of a loop that normally
+// acts every 1–3s; at the end of an outage more than 9 in 10 loops at the cap
+// are back within 15s, all within 20s.
+var Default = Config{Initial: time.Second, Max: 10 * time.Second, Multiplier: 3}
 
 // Validate reports every problem with c at once.
 func (c Config) Validate() error {
@@ -38,10 +51,64 @@ func (c Config) Validate() error {
 	if c.Max < c.Initial {
 		errs = append(errs, fmt.Errorf("backoff: max delay %v must be >= initial %v", c.Max, c.Initial))
 	}
-	if c.Multiplier < 1 {
+	if !(c.Multiplier >= 1) { // also rejects NaN
 		errs = append(errs, fmt.Errorf("backoff: multiplier must be >= 1, got %v", c.Multiplier))
 	}
 	return errors.Join(errs...)
+}
+
+// WithFloor returns c (Default if zero) scaled so that Initial is at least
+// min: when Initial is below min, Initial becomes min and Max grows by the same
+// factor, so the schedule keeps its shape (the rate at the cap stays the same
+// share of the loop's own rate). A loop that normally acts every interval uses
+// WithFloor(interval) so that an error never makes it act faster than before.
+func (c Config) WithFloor(min time.Duration) Config {
+	if c == (Config{}) {
+		c = Default
+	}
+	if c.Initial <= 0 || c.Initial >= min {
+		return c
+	}
+	k := float64(min) / float64(c.Initial)
+	c.Initial = min
+	if m := float64(c.Max) * k; m < float64(1<<62) {
+		c.Max = time.Duration(m)
+	} else {
+		c.Max = 1 << 62
+	}
+	if c.Max < c.Initial {
+		c.Max = c.Initial
+	}
+	return c
+}
+
+// Floor is F(n): the least delay after the n-th consecutive failure (n from 0).
+func (c Config) Floor(n int) time.Duration {
+	f := c.Initial
+	for range n {
+		next := time.Duration(float64(f) * c.Multiplier)
+		if next > c.Max || next < f { // cap, and overflow guard
+			return c.Max
+		}
+		f = next
+	}
+	return min(f, c.Max)
+}
+
+// MaxAttempts is the most attempts one loop following c can start in a span of
+// d that begins with a failed attempt, when every attempt fails: the first, then
+// one after each delay, each delay at least its floor. It is the upper bound a
+// test of an outage of length d may assert, whatever the machine's speed.
+func (c Config) MaxAttempts(d time.Duration) int {
+	n := 1
+	var t time.Duration
+	for i := 0; ; i++ {
+		t += c.Floor(i)
+		if t >= d {
+			return n
+		}
+		n++
+	}
 }
 
 // Backoff is the retry state of one retrying loop. It is not safe for concurrent
@@ -49,7 +116,7 @@ func (c Config) Validate() error {
 type Backoff struct {
 	cfg      Config
 	attempts int
-	bound    time.Duration
+	floor    time.Duration
 	rnd      func(n int64) int64
 }
 
@@ -65,33 +132,36 @@ func New(cfg Config, rnd func(n int64) int64) *Backoff {
 	return &Backoff{cfg: cfg, rnd: rnd}
 }
 
-// Next returns the next delay: uniform in [0, bound) where bound starts at Initial
-// and grows by Multiplier after each call, capped at Max.
+// Config is the schedule b follows.
+func (b *Backoff) Config() Config { return b.cfg }
+
+// Next returns the next delay, uniform in [floor, 2·floor): the floor starts at
+// Initial and grows by Multiplier after each call, capped at Max.
 func (b *Backoff) Next() time.Duration {
-	if b.bound == 0 {
-		b.bound = b.cfg.Initial
+	if b.floor == 0 {
+		b.floor = b.cfg.Initial
 	} else {
-		next := time.Duration(float64(b.bound) * b.cfg.Multiplier)
-		if next > b.cfg.Max || next < b.bound { // overflow guard
+		next := time.Duration(float64(b.floor) * b.cfg.Multiplier)
+		if next > b.cfg.Max || next < b.floor { // cap, and overflow guard
 			next = b.cfg.Max
 		}
-		b.bound = next
+		b.floor = next
 	}
 	b.attempts++
-	if b.bound <= 0 {
+	if b.floor <= 0 {
 		return 0
 	}
-	return time.Duration(b.rnd(int64(b.bound)))
+	return b.floor + time.Duration(b.rnd(int64(b.floor)))
 }
 
-// Bound is the current upper bound (0 before the first failure).
-func (b *Backoff) Bound() time.Duration { return b.bound }
+// Floor is the floor of the last delay (0 before the first failure).
+func (b *Backoff) Floor() time.Duration { return b.floor }
 
 // Attempts is the number of failures since the last Reset.
 func (b *Backoff) Attempts() int { return b.attempts }
 
 // Reset goes back to the initial delay; call it after a success.
-func (b *Backoff) Reset() { b.bound, b.attempts = 0, 0 }
+func (b *Backoff) Reset() { b.floor, b.attempts = 0, 0 }
 
 // Wait sleeps for Next() and returns the delay waited, or ctx.Err() as soon as
 // ctx ends.

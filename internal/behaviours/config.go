@@ -346,6 +346,10 @@ type Config struct {
 	MarkerWait     time.Duration
 	MarkerAttempts int
 	// Backoff is the retry schedule for every error (default backoff.Default).
+	// Each user scales it so that its floor is at least the shortest interval
+	// of its kind (LearnerInterval.Min, ControlInterval.Min; see
+	// backoff.Config.WithFloor): an error never makes a user retry faster than
+	// it acts when all is well.
 	Backoff backoff.Config
 	// Verify holds the delivery thresholds and SLO gates (verify's defaults).
 	Verify verify.Config

@@ -26,8 +26,10 @@
 //
 // Errors: every failed connect, subscribe, marker or publish is counted by
 // class (stats) and followed by an exponential, jittered, capped backoff
-// (package backoff), reset after a success; waits end at once when the run
-// stops. A publish that fails is not republished: the next attempt is a new
+// (package backoff) whose floor is the user's own shortest interval, reset
+// after a success; waits end at once when the run stops. Connects include
+// the transport's own reconnects (bus.Dialled events): the connect op counts
+// every attempt by outcome. A publish that fails is not republished: the next attempt is a new
 // seq (a learner retries the same item with a new seq; a proctor drops the
 // control message), so the ledger's counts stay exact.
 //
@@ -533,12 +535,25 @@ type user struct {
 
 func (r *Runner) newUser(g int) *user {
 	rnd := rand.New(rand.NewPCG(r.cfg.Seed, uint64(g)))
+	kind := r.KindOf(g)
 	return &user{
-		g: g, pub: uint32(g), kind: r.KindOf(g), rnd: rnd,
-		bo:    backoff.New(r.cfg.Backoff, rnd.Int64N),
+		g: g, pub: uint32(g), kind: kind, rnd: rnd,
+		bo:    backoff.New(r.userBackoff(kind), rnd.Int64N),
 		shard: r.stats.Shard(g),
 		buf:   make([]byte, r.cfg.PayloadSize),
 	}
+}
+
+// userBackoff is the retry schedule of a user of kind k: Config.Backoff scaled
+// so that its floor is at least the kind's shortest interval. An error never
+// makes a user act faster than it does when all is well, and the schedule
+// keeps its shape (the rate at the cap stays the same share of the user's own).
+func (r *Runner) userBackoff(k Kind) backoff.Config {
+	iv := r.cfg.LearnerInterval
+	if k == Proctor {
+		iv = r.cfg.ControlInterval
+	}
+	return r.cfg.Backoff.WithFloor(iv.Min)
 }
 
 // ended reports whether u's last goroutine (if any) has returned.

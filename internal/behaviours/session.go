@@ -139,7 +139,7 @@ func callContext(sess context.Context) (callCtx, func()) {
 // ctx ends. It runs on its own goroutine, with its own backoff and buffer.
 func (r *Runner) subscribeAndConfirm(ctx context.Context, u *user, seed uint64, conn bus.Conn, h *handler, sub *subscription) {
 	rnd := rand.New(rand.NewPCG(r.cfg.Seed^0x5eed, seed))
-	bo := backoff.New(r.cfg.Backoff, rnd.Int64N)
+	bo := backoff.New(u.bo.Config(), rnd.Int64N)
 	for {
 		t0 := time.Now()
 		err := conn.Subscribe(ctx, sub.topics)
@@ -531,7 +531,8 @@ func (h *handler) HandleMessage(m bus.Message) {
 	}
 }
 
-// HandleEvent counts long-poll cycles and records reconnects with the ledger.
+// HandleEvent counts long-poll cycles and the transport's reconnect attempts,
+// and records reconnects with the ledger.
 func (h *handler) HandleEvent(e bus.Event) {
 	switch e.Kind {
 	case bus.Polled:
@@ -561,6 +562,12 @@ func (h *handler) HandleEvent(e bus.Event) {
 			h.sub.rec.Disconnected(h.r.clock.Now())
 		}
 		h.mu.Unlock()
+	case bus.Dialled:
+		// The transport's own reconnect attempt: counted with Dial's connects.
+		if errors.Is(e.Err, context.Canceled) {
+			return
+		}
+		h.u.shard.Record(opConnect, e.Latency, bus.Classify(e.Err))
 	case bus.Connected:
 		h.mu.Lock()
 		if h.down {

@@ -40,6 +40,11 @@ const (
 	Published
 	// Retrying: an operation failed and the transport waits Delay before retrying.
 	Retrying
+	// Dialled: one connect attempt of the transport's own reconnect loop ended
+	// (not the first connect, which Dial reports by its result). Err is nil on
+	// success; Latency is the attempt's duration. Every attempt is reported,
+	// so a consumer can count reconnects by outcome.
+	Dialled
 )
 
 func (k EventKind) String() string {
@@ -56,6 +61,8 @@ func (k EventKind) String() string {
 		return "published"
 	case Retrying:
 		return "retrying"
+	case Dialled:
+		return "dialled"
 	}
 	return "unknown"
 }
@@ -66,7 +73,7 @@ type Event struct {
 	At             time.Time
 	Err            error
 	Status         int           // HTTP status for Polled/Published on long-poll
-	Latency        time.Duration // for Polled, Published, Connected, Subscribed
+	Latency        time.Duration // for Polled, Published, Connected, Subscribed, Dialled
 	Delay          time.Duration // for Retrying
 	SessionPresent bool          // for Connected (MQTT)
 	Granted        []byte        // for Subscribed (MQTT): granted QoS per topic, in order

@@ -43,6 +43,11 @@ import (
 // ErrClosed is returned by operations on a closed Client or Conn.
 var ErrClosed = errors.New("longpoll: closed")
 
+// ErrNotHeld marks a poll that the server answered empty (304, 408) sooner
+// than Config.MinHold: it did not hold the poll. It wraps bus.ErrProtocol, so
+// bus.Classify counts it as a protocol error; the loop backs off.
+var ErrNotHeld = fmt.Errorf("longpoll: empty poll answer not held: %w", bus.ErrProtocol)
+
 // Buffer sizes. Polls start with a small read buffer held for the socket's
 // life; it grows (up to maxReadBuffer) only for a server whose response
 // headers do not fit.

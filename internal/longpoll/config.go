@@ -19,7 +19,14 @@ const (
 	DefaultMaxConns       = 4096
 	DefaultPublishTimeout = verify.DefaultPublishTimeout // one definition for every transport
 	DefaultPollTimeout    = 60 * time.Second
+	DefaultMinHold        = time.Second
 )
+
+// DefaultBackoff is the poll loop's retry schedule: a poll normally follows
+// the previous one at once, so its floor is short (100ms, ×3, capped at 10s:
+// [100ms, 200ms), [300ms, 600ms), [900ms, 1.8s), … [10s, 20s)); it still never
+// retries at once, and it falls to the same cap as backoff.Default.
+var DefaultBackoff = backoff.Config{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Multiplier: 3}
 
 // MaxChannels is the most channels one poll may multiplex (Nchan's limit).
 const MaxChannels = 255
@@ -46,7 +53,14 @@ type Config struct {
 	// (Nchan's nchan_subscriber_timeout) so a quiet channel ends in 408, not in a
 	// client timeout (default 60s).
 	PollTimeout time.Duration
-	// Backoff is the retry schedule of the poll loop (default backoff.Default).
+	// MinHold is the least time a server holds an empty poll: a 304 or 408
+	// answered sooner means the server did not hold it, and the loop treats it
+	// as a failure (a bus.ErrProtocol error, followed by backoff) rather than
+	// polling again at once (default 1s; it must be below PollTimeout).
+	MinHold time.Duration
+	// Backoff is the retry schedule of the poll loop (default DefaultBackoff).
+	// A failed cycle (an error, a 200 without a usable cursor, or an empty
+	// answer sooner than MinHold) waits at least its floor.
 	Backoff backoff.Config
 	// SourceAddrs optionally lists local IPs (e.g. 127.0.0.2, 127.0.0.3) that
 	// outgoing sockets are spread over, round robin, to get past the ~28k
@@ -72,8 +86,11 @@ func (c Config) withDefaults() Config {
 	if c.PollTimeout == 0 {
 		c.PollTimeout = DefaultPollTimeout
 	}
+	if c.MinHold == 0 {
+		c.MinHold = DefaultMinHold
+	}
 	if c.Backoff == (backoff.Config{}) {
-		c.Backoff = backoff.Default
+		c.Backoff = DefaultBackoff
 	}
 	return c
 }
@@ -99,6 +116,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollTimeout < 0 {
 		errs = append(errs, fmt.Errorf("longpoll: poll timeout must be > 0 and exceed the server's hold, got %v", c.PollTimeout))
+	}
+	if c.MinHold < 0 || c.MinHold >= c.PollTimeout {
+		errs = append(errs, fmt.Errorf("longpoll: min hold must be > 0 and below the poll timeout %v, got %v", c.PollTimeout, c.MinHold))
 	}
 	if err := c.Backoff.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("longpoll: %w", err))

@@ -328,7 +328,9 @@ func (l *pollLoop) run() {
 }
 
 // after reports one poll cycle that began at start and, on failure, waits out
-// the backoff. It reports whether the loop goes on.
+// the backoff. An empty answer (304, 408) sooner than Config.MinHold is a
+// failure too (ErrNotHeld): a server that answers at once must not make the
+// loop spin. It reports whether the loop goes on.
 //
 //go:noinline
 func (l *pollLoop) after(start time.Time, status int, err error) bool {
@@ -336,6 +338,12 @@ func (l *pollLoop) after(start time.Time, status int, err error) bool {
 		return false
 	}
 	end := time.Now()
+	if err == nil && (status == fasthttp.StatusRequestTimeout || status == fasthttp.StatusNotModified) {
+		if held := end.Sub(start); held < l.conn.c.cfg.MinHold {
+			err = fmt.Errorf("longpoll: poll: %w: %d after %v, sooner than the least hold %v (the server did not hold the poll)",
+				ErrNotHeld, status, held.Round(time.Microsecond), l.conn.c.cfg.MinHold)
+		}
+	}
 	l.emit(bus.Event{Kind: bus.Polled, Status: status, Latency: end.Sub(start), Err: err})
 	if err == nil {
 		if l.failing {
@@ -417,7 +425,8 @@ func (l *pollLoop) receive() (int, error) {
 }
 
 // handleResponse reads one poll response from *br and acts on it: a 200 with a
-// message id delivers the body to h and moves cur; 304 and 408 keep cur. It
+// message id delivers the body to h and moves cur (a 200 without a usable id
+// is a bus.ErrProtocol error, so the loop backs off); 304 and 408 keep cur. It
 // reports whether the socket must be closed. Bytes from the network end here
 // (see FuzzHandleResponse).
 func handleResponse(br **bufio.Reader, nc io.Reader, resp *fasthttp.Response, cur *cursor, h bus.Handler) (status int, closeConn bool, err error) {

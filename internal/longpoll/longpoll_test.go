@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,7 +234,7 @@ func TestPublishErrors(t *testing.T) {
 
 func TestRepollResendsPreviousHeaders(t *testing.T) {
 	f := newFakeNchan(t, 20*time.Millisecond)
-	c := newClient(t, Config{URL: f.URL()})
+	c := newClient(t, Config{URL: f.URL(), MinHold: 5 * time.Millisecond})
 	conn, rec := dial(t, c, "s")
 	subscribed(t, f, conn, "ch")
 	if err := conn.Publish(context.Background(), "ch", []byte("one")); err != nil {
@@ -287,7 +289,7 @@ func countStatus(rec *recorder, st int) int {
 
 func TestIDEchoNoLossNoDup(t *testing.T) {
 	f := newFakeNchan(t, 50*time.Millisecond)
-	c := newClient(t, Config{URL: f.URL()})
+	c := newClient(t, Config{URL: f.URL(), MinHold: 10 * time.Millisecond})
 	conn, rec := dial(t, c, "s")
 	pub, _ := dial(t, c, "p")
 	subscribed(t, f, conn, "a", "b")
@@ -479,8 +481,8 @@ func TestBackoffOn503AndRecovery(t *testing.T) {
 		}
 	}
 	for _, e := range rec.eventsOf(bus.Retrying) {
-		if e.Delay < 0 || e.Delay >= 100*time.Millisecond {
-			t.Errorf("Retrying delay %v outside [0, Max)", e.Delay)
+		if e.Delay < 10*time.Millisecond || e.Delay >= 200*time.Millisecond {
+			t.Errorf("Retrying delay %v outside [Initial, 2·Max)", e.Delay)
 		}
 	}
 
@@ -513,6 +515,67 @@ func immediateRetries(t *testing.T, url string, d time.Duration) int64 {
 		_ = resp.Body.Close()
 	}
 	return n
+}
+
+// TestInstantAnswersBackOff: a hostile server on loopback answers every poll
+// at once, with an empty 408 or 304 (not held), or with a 200 whose cursor
+// cannot be used (no Etag). The loop must treat each as a failure and back off:
+// over a bounded run the requests are at most what the backoff schedule
+// allows (backoff.Config.MaxAttempts), where a loop without backoff makes
+// thousands. The bound follows from the delays' floors, so a slow machine can
+// only make fewer requests.
+func TestInstantAnswersBackOff(t *testing.T) {
+	bo := backoff.Config{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond, Multiplier: 2}
+	const run = 2 * time.Second
+	for _, mode := range []string{"408", "304", "200-no-cursor"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			var reqs atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				reqs.Add(1)
+				switch mode {
+				case "408":
+					w.WriteHeader(http.StatusRequestTimeout)
+				case "304":
+					w.WriteHeader(http.StatusNotModified)
+				default:
+					w.Header().Set("Last-Modified", "Thu, 01 Jan 2026 00:00:00 GMT")
+					_, _ = w.Write([]byte("no cursor"))
+				}
+			}))
+			t.Cleanup(srv.Close)
+			c := newClient(t, Config{URL: srv.URL, Backoff: bo})
+			conn, rec := dial(t, c, "s")
+			start := time.Now()
+			if err := conn.Subscribe(context.Background(), []string{"ch"}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(run) // the bounded run; the assertion is an upper bound
+			_ = conn.Close()
+			elapsed := time.Since(start)
+			n := reqs.Load()
+			limit := int64(bo.MaxAttempts(elapsed))
+			t.Logf("%d poll requests in %v (schedule allows %d)", n, elapsed.Round(time.Millisecond), limit)
+			if n > limit || n < 2 {
+				t.Errorf("%d poll requests in %v, want 2..%d (backoff after each instant answer)", n, elapsed, limit)
+			}
+			var failed int
+			for _, e := range rec.eventsOf(bus.Polled) {
+				if e.Err != nil {
+					failed++
+					if bus.Classify(e.Err) != bus.ClassProtocol {
+						t.Errorf("instant answer %d classified %v (%v), want protocol", e.Status, bus.Classify(e.Err), e.Err)
+					}
+					if mode != "200-no-cursor" && !errors.Is(e.Err, ErrNotHeld) {
+						t.Errorf("instant %d: error %v, want ErrNotHeld", e.Status, e.Err)
+					}
+				}
+			}
+			if failed == 0 {
+				t.Errorf("no Polled event carried an error; want each instant answer reported as a failure")
+			}
+		})
+	}
 }
 
 func TestMalformedResponses(t *testing.T) {

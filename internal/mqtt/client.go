@@ -9,9 +9,11 @@
 // reconnect the Conn subscribes again to every topic it was granted.
 //
 // Events go to the bus.Handler in this order around an outage:
-// Disconnected{Err}, then Retrying{Delay, Err} before each attempt, then
-// Connected{SessionPresent} and, if the Conn had subscriptions,
-// Subscribed{Granted}.
+// Disconnected{Err}, then Retrying{Delay, Err} before each attempt and
+// Dialled{Err, Latency} after it, then Connected{SessionPresent} and, if the
+// Conn had subscriptions, Subscribed{Granted}. The first retry waits at least
+// the backoff's floor (Config.Backoff.Initial), so a broker that goes away
+// does not see every connection come back at once.
 //
 // # Memory
 //

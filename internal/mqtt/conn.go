@@ -164,7 +164,8 @@ func (c *Conn) onLost(ep *epoch, err error) {
 }
 
 // reconnect waits through backoff and reconnects until it succeeds or the
-// Conn stops. It is the only user of c.bo while it runs (apart from adopt).
+// Conn stops. Every attempt is reported as a bus.Dialled event (Err nil on
+// success), so that reconnects are counted by outcome. It is the only user of c.bo while it runs (apart from adopt).
 func (c *Conn) reconnect(cause error) {
 	defer c.wg.Done()
 	c.h.HandleEvent(bus.Event{Kind: bus.Disconnected, At: time.Now(), Err: cause})
@@ -184,6 +185,8 @@ func (c *Conn) reconnect(cause error) {
 				return
 			}
 			err = cerr
+			now := time.Now()
+			c.h.HandleEvent(bus.Event{Kind: bus.Dialled, At: now, Latency: now.Sub(start), Err: cerr})
 			continue
 		}
 		if !c.adopt(ep) {
@@ -194,10 +197,13 @@ func (c *Conn) reconnect(cause error) {
 				ep.cl.Disconnect(quiesce)
 				return
 			}
-			err = lostErr // lost again at once; keep going
+			err = fmt.Errorf("mqtt: connection lost right after connect: %w (%w)", ErrNotConnected, lostErr) // keep going
+			now := time.Now()
+			c.h.HandleEvent(bus.Event{Kind: bus.Dialled, At: now, Latency: now.Sub(start), Err: err})
 			continue
 		}
 		now := time.Now()
+		c.h.HandleEvent(bus.Event{Kind: bus.Dialled, At: now, Latency: now.Sub(start)})
 		c.h.HandleEvent(bus.Event{Kind: bus.Connected, At: now, Latency: now.Sub(start), SessionPresent: sp})
 		c.resubscribe(ep)
 		return

@@ -135,12 +135,18 @@ func afterSetup(t *testing.T, ks []bus.EventKind) []bus.EventKind {
 // more), connected, subscribed.
 func checkOutage(t *testing.T, ks []bus.EventKind) {
 	t.Helper()
-	ok := len(ks) >= 4 && ks[0] == bus.Disconnected && ks[len(ks)-2] == bus.Connected && ks[len(ks)-1] == bus.Subscribed
-	for _, k := range ks[1 : len(ks)-2] {
-		ok = ok && k == bus.Retrying
+	// Each attempt: Retrying before it, Dialled after it.
+	ok := len(ks) >= 5 && ks[0] == bus.Disconnected && ks[len(ks)-2] == bus.Connected && ks[len(ks)-1] == bus.Subscribed &&
+		(len(ks)-3)%2 == 0
+	for i, k := range ks[1 : len(ks)-2] {
+		want := bus.Retrying
+		if i%2 == 1 {
+			want = bus.Dialled
+		}
+		ok = ok && k == want
 	}
-	if !ok || ks[1] != bus.Retrying {
-		t.Fatalf("outage events: got %v, want [disconnected retrying… connected subscribed]", ks)
+	if !ok {
+		t.Fatalf("outage events: got %v, want [disconnected (retrying dialled)… connected subscribed]", ks)
 	}
 }
 
@@ -204,6 +210,17 @@ func TestReconnectBrokerRestart(t *testing.T) {
 	}
 	startBroker(t, brokerOpts{addr: addr})
 	pollUntil(t, "resubscribed", func() bool { return len(subRec.eventsOf(bus.Subscribed)) == 2 })
+	// Every reconnect attempt is reported on Dialled: the refused ones with the
+	// class, the last one (the success) without an error.
+	ds := subRec.eventsOf(bus.Dialled)
+	for _, d := range ds[:len(ds)-1] {
+		if bus.Classify(d.Err) != bus.ClassRefused {
+			t.Errorf("failed reconnect Dialled.Err = %v, want class refused", d.Err)
+		}
+	}
+	if len(ds) < 3 || ds[len(ds)-1].Err != nil {
+		t.Errorf("Dialled events %+v: want >= 2 refused attempts, then a success", ds)
+	}
 	checkOutage(t, afterSetup(t, subRec.kinds()))
 	pub := dial(t, c, ctx, "restart-pub", &pubRec)
 	roundTrip(t, pub, &subRec, "r/1", "after restart")
