@@ -119,7 +119,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 		}
 	}
 	var err error
-	errs = append(errs, cli.RejectZero(fs, "swarm", "items", "control-fanout", "proctor-timeout", "payload-size", "latency", "lost-after", "duration")...)
+	errs = append(errs, cli.RejectZero(fs, "swarm", "items", "control-fanout", "proctor-timeout", "payload-size", "latency", "lost-after")...)
 	if o.cfg.Shards < 1 {
 		errs = append(errs, fmt.Errorf("swarm: --shards must be >= 1, got %d", o.cfg.Shards))
 	}

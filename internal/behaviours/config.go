@@ -146,6 +146,14 @@ func (w Weights) cycle() []Kind {
 		out[p] = best
 		count[best]++
 	}
+	// Watchers first: the cycle starts at its first proctor, so the first
+	// learners take IDs a proctor already watches (their events are verified
+	// from the start, see Gates.MinCoverage).
+	for i, k := range out {
+		if k == Proctor {
+			return append(out[i:], out[:i]...)
+		}
+	}
 	return out
 }
 

@@ -47,9 +47,10 @@ func TestWeightCycle(t *testing.T) {
 		w    Weights
 		want string // L/P per position
 	}{
-		{Weights{20, 1}, "LLLLLLLLLLPLLLLLLLLLL"},
-		{Weights{1, 1}, "LP"},
-		{Weights{2, 1}, "LPL"},
+		// Smooth spread, rotated so that a proctor comes first.
+		{Weights{20, 1}, "PLLLLLLLLLLLLLLLLLLLL"},
+		{Weights{1, 1}, "PL"},
+		{Weights{2, 1}, "PLL"},
 		{Weights{0, 3}, "PPP"},
 		{Weights{3, 0}, "LLL"},
 	}

@@ -26,7 +26,7 @@ func parse(t *testing.T, args ...string) (*Common, verify.Config, []error) {
 	var ledger verify.Config
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	c.Register(fs, &ledger)
-	if err := ParseArgs(fs, "x", "about", args, &bytes.Buffer{}); err != nil {
+	if err := ParseArgs(fs, "x", "about", args, &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
 		return &c, ledger, []error{err}
 	}
 	_, errs := c.Finish("x", ledger)
@@ -66,7 +66,7 @@ func TestFinish(t *testing.T) {
 
 func TestPrintErrOneLineWithHint(t *testing.T) {
 	var b bytes.Buffer
-	PrintErr(&b, fmt.Errorf("x: cannot use mqtt://h: %w", bus.ErrUnreachable))
+	PrintErr(&b, "x", fmt.Errorf("x: cannot use mqtt://h: %w", bus.ErrUnreachable))
 	if out := b.String(); strings.Count(out, "\n") != 1 || !strings.Contains(out, "is the bus running") {
 		t.Fatalf("PrintErr wrote %q, want one line with a hint", out)
 	}
