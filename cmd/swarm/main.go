@@ -532,6 +532,6 @@ func newOutput(s behaviours.Summary, tgt *target.Target, cfg behaviours.Config) 
 		StopMS:     float64(s.StopTook) / float64(time.Millisecond),
 		Users:      usersOf(s),
 		Operations: s.Ops, IDPool: idPool{Free: s.PoolFree, Active: s.PoolActive},
-		Coverage:   coverage,
+		Coverage: coverage,
 	}
 }

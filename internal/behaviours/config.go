@@ -374,14 +374,14 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultSpawnRate          = 10
-	DefaultDuration           = time.Minute
-	DefaultItems              = 10
-	DefaultControlFanout      = 1
-	DefaultProctorTimeout     = 5 * time.Minute
-	DefaultPayloadSize        = 256
-	DefaultMarkerWait         = time.Second
-	DefaultMarkerAttempts     = 10
+	DefaultSpawnRate      = 10
+	DefaultDuration       = time.Minute
+	DefaultItems          = 10
+	DefaultControlFanout  = 1
+	DefaultProctorTimeout = 5 * time.Minute
+	DefaultPayloadSize    = 256
+	DefaultMarkerWait     = time.Second
+	DefaultMarkerAttempts = 10
 )
 
 // Default intervals.

@@ -174,14 +174,14 @@ type Outcome struct {
 	Target    string    `json:"target,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 	// MeasureStartMS/MeasureEndMS are the measurement interval on the run's timeline.
-	MeasureStartMS int64    `json:"measure_start_ms"`
-	MeasureEndMS   int64    `json:"measure_end_ms"`
-	Drained        bool     `json:"drained"`
+	MeasureStartMS int64 `json:"measure_start_ms"`
+	MeasureEndMS   int64 `json:"measure_end_ms"`
+	Drained        bool  `json:"drained"`
 	// Interrupted: a signal ended the run before its --duration (or before
 	// measurement began), or cut the drain short. Never a pass.
-	Interrupted bool `json:"interrupted"`
-	Health         Health   `json:"probe_health"`
-	Errors         []string `json:"errors,omitempty"`
+	Interrupted bool     `json:"interrupted"`
+	Health      Health   `json:"probe_health"`
+	Errors      []string `json:"errors,omitempty"`
 }
 
 // Hooks receive live output; each may be nil.

@@ -154,6 +154,7 @@ func TestWriteJUnit(t *testing.T) {
 		{"inconclusive", noWindows(sampleResult(verify.Counts{})), map[string]string{
 			"latency":              "observed 0.00%, want >= 95.00%",
 			"publish_availability": "observed 0.00%, want >= 99.90%",
+			"coverage":             "observed 0.00%, want >= 95.00%",
 		}, "inconclusive: no message was published", "0.000"},
 	}
 	for _, tt := range tests {

@@ -115,7 +115,7 @@ func TestLiveAndWindowLines(t *testing.T) {
 	r := sampleResult(failing)
 	r.Counts.Pending = 42
 	got := LiveLine(65*time.Second+300*time.Millisecond, r)
-	want := "[1m5s] published 500/500 expected 1000 on-time 99.00% lost 3 dups 0 pending 42 p99 1500.0ms"
+	want := "[1m5s] published 500/500 coverage 100.00% expected 1000 on-time 99.00% lost 3 dups 0 pending 42 p99 1500.0ms"
 	if got != want {
 		t.Errorf("LiveLine = %q, want %q", got, want)
 	}

@@ -98,7 +98,7 @@ func (c Config) Validate() error {
 // keeping its own message and chain.
 type configError struct{ err error }
 
-func (e configError) Error() string { return e.err.Error() }
+func (e configError) Error() string   { return e.err.Error() }
 func (e configError) Unwrap() []error { return []error{e.err, bus.ErrConfig} }
 
 func unwrapURL(err error) error {
