@@ -1,0 +1,221 @@
+// Package exitcodes holds one test: the README's exit-code table, checked
+// against the real binaries. It builds probe and swarm, runs one example of
+// every class of outcome on the embedded bus or a dead loopback port, and
+// checks each exit code and that the README's row for that code names the
+// class. Only loopback is ever contacted.
+package exitcodes
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "eventswarm-exitcodes-")
+	if err != nil {
+		panic(err)
+	}
+	bin = dir
+	cmd := exec.Command("go", "build", "-o", dir, "../../probe", "../../swarm")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		os.RemoveAll(dir)
+		os.Stderr.WriteString("exitcodes: go build failed: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// deadAddr is a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// readmeRows maps each exit code of the README's table to its row.
+func readmeRows(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "### Exit codes (probe, swarm, swarm merge)")
+	if !ok {
+		t.Fatal(`README has no "### Exit codes (probe, swarm, swarm merge)" section`)
+	}
+	rows := map[string]string{}
+	row := regexp.MustCompile(`^\| (\d+) \|`)
+	for _, line := range strings.Split(after, "\n") {
+		if strings.HasPrefix(line, "#") {
+			break
+		}
+		if m := row.FindStringSubmatch(line); m != nil {
+			rows[m[1]] = line
+		}
+	}
+	return rows
+}
+
+type run struct {
+	code   int
+	stderr string
+}
+
+// exec runs prog with args; interruptAfter > 0 sends SIGINT that long after
+// the run printed its start line (the run is then certainly under way).
+func execute(t *testing.T, prog string, args []string, interruptAfter time.Duration) run {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, prog), args...)
+	var stderr bytes.Buffer
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = pw
+	cmd.Stdout = &bytes.Buffer{}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	started := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		once := false
+		for sc.Scan() {
+			line := sc.Text()
+			stderr.WriteString(line + "\n")
+			if !once && strings.HasPrefix(line, prog+": run ") {
+				once = true
+				close(started)
+			}
+		}
+	}()
+	if interruptAfter > 0 {
+		select {
+		case <-started:
+			time.Sleep(interruptAfter)
+			_ = cmd.Process.Signal(syscall.SIGINT)
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("%s did not start within 60s", prog)
+		}
+	}
+	timer := time.AfterFunc(3*time.Minute, func() { _ = cmd.Process.Kill() }) // hang guard
+	defer timer.Stop()
+	err = cmd.Wait()
+	<-done
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return run{code, stderr.String()}
+}
+
+func TestExitCodeTable(t *testing.T) {
+	rows := readmeRows(t)
+	dir := t.TempDir()
+	dead := deadAddr(t)
+	// Bounds far from what the embedded bus does on a loaded machine, so the
+	// machine cannot decide a pass or a fail; the faults decide.
+	probeFast := []string{"--duration", "2s", "--warmup", "0s", "--latency", "2s", "--lost-after", "5s", "--grace", "200ms", "--quiet"}
+	swarmFast := []string{"--users", "12", "--spawn-rate", "100", "--duration", "1500ms", "--weights", "learner=5,proctor=1",
+		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms",
+		"--proctor-timeout", "1s", "--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0.5"}
+	shard := func(name string) string { return filepath.Join(dir, name+".json") }
+	runID := "0123456789abcdef0123456789abcdef"
+	cat := func(a []string, b ...string) []string { return append(append([]string(nil), a...), b...) }
+
+	cases := []struct {
+		name      string
+		prog      string
+		args      []string
+		interrupt time.Duration
+		code      int
+		class     string // must appear in the README's row for code
+	}{
+		{"probe pass", "probe", probeFast, 0, 0, "every gate passed"},
+		{"probe lost", "probe", cat(probeFast, "--fault-drop", "0.2"), 0, 1, "lost"},
+		{"probe corrupt", "probe", cat(probeFast, "--fault-corrupt", "0.2"), 0, 1, "corrupt"},
+		{"probe duration without unit", "probe", []string{"--duration", "1"}, 0, 2, "`--duration 1`"},
+		{"probe NaN gate", "probe", []string{"--within", "NaN"}, 0, 2, "`--within NaN`"},
+		{"probe json in /proc", "probe", []string{"--json", "/proc/nope.json"}, 0, 2, "`--json /proc/x.json`"},
+		{"probe html is a directory", "probe", []string{"--html", dir}, 0, 2, "`--html /tmp`"},
+		{"probe mqtt url with a path", "probe", []string{"--target", "mqtt://" + dead + "/x"}, 0, 2, "MQTT URL with a path"},
+		{"probe missing ca file", "probe", []string{"--target", "mqtts://" + dead, "--ca-file", filepath.Join(dir, "none.pem")}, 0, 2, "missing `--ca-file`"},
+		{"probe interrupted", "probe", cat(probeFast[2:], "--duration", "60s"), time.Second, 3, "interrupted run"},
+		{"probe unreachable", "probe", []string{"--target", "http://" + dead + "/"}, 0, 4, "target unreachable"},
+
+		{"swarm pass", "swarm", cat(swarmFast, "--shard-file", shard("pass"), "--run-id", runID), 0, 0, "every gate passed"},
+		{"swarm lost", "swarm", cat(swarmFast, "--fault-drop", "0.3", "--shard-file", shard("fail"), "--run-id", runID), 0, 1, "lost"},
+		{"swarm shards 0", "swarm", []string{"--shards", "0"}, 0, 2, "`--shards 0`"},
+		{"swarm html is a directory", "swarm", []string{"--html", dir}, 0, 2, "`--html /tmp`"},
+		{"swarm nothing verified", "swarm", cat(swarmFast, "--weights", "learner=1", "--shard-file", shard("uncovered"), "--run-id", runID), 0, 3, "coverage below `--min-coverage`"},
+		{"swarm interrupted", "swarm", cat(swarmFast[6:], "--users", "12", "--spawn-rate", "100", "--duration", "60s", "--shard-file", shard("interrupted"), "--run-id", runID), time.Second, 3, "interrupted run"},
+		{"swarm unreachable", "swarm", []string{"--target", "mqtt://" + dead, "--users", "1"}, 0, 4, "target unreachable"},
+
+		{"merge pass", "swarm", []string{"merge", "--min-coverage", "0.5", shard("pass")}, 0, 0, "every gate passed"},
+		{"merge lost", "swarm", []string{"merge", "--min-coverage", "0.5", shard("fail")}, 0, 1, "lost"},
+		{"merge nothing verified", "swarm", []string{"merge", shard("uncovered")}, 0, 3, "coverage below `--min-coverage`"},
+		{"merge incomplete shard", "swarm", []string{"merge", shard("interrupted")}, 0, 2, "invalid set of shard files"},
+		{"merge missing file", "swarm", []string{"merge", shard("none")}, 0, 2, "invalid set of shard files"},
+		{"merge json in /proc", "swarm", []string{"merge", "--json", "/proc/nope.json", shard("pass")}, 0, 2, "`--json /proc/x.json`"},
+	}
+	codes := map[int]bool{}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := execute(t, tc.prog, tc.args, tc.interrupt)
+			if r.code != tc.code {
+				t.Fatalf("%s %s: exit %d, want %d\nstderr:\n%s", tc.prog, strings.Join(tc.args, " "), r.code, tc.code, r.stderr)
+			}
+			row, ok := rows[itoa(tc.code)]
+			if !ok {
+				t.Fatalf("README's exit-code table has no row for %d", tc.code)
+			}
+			if !strings.Contains(row, tc.class) {
+				t.Errorf("README's row for %d does not name %q: %s", tc.code, tc.class, row)
+			}
+			if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") {
+				t.Errorf("stderr has a panic or stack trace:\n%s", r.stderr)
+			}
+			if tc.code == 2 {
+				if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 {
+					t.Errorf("a usage error should be one line, got %d:\n%s", len(lines), r.stderr)
+				}
+			}
+			codes[tc.code] = true
+		})
+	}
+	for _, c := range []int{0, 1, 2, 3, 4} {
+		if !codes[c] {
+			t.Errorf("no case exercised exit code %d", c)
+		}
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
