@@ -189,6 +189,25 @@ type Hooks struct {
 	OnPhase func(phase string)
 }
 
+// ErrConnect marks a run that could not connect or subscribe its publishers
+// and subscribers (after the target check passed): errors.Is(err, ErrConnect)
+// holds for every *ConnectError. The transport's own classification
+// (bus.ErrRefused, bus.ErrProtocol, mqtt.ErrQoSDowngraded, …) is wrapped too.
+var ErrConnect = errors.New("probe: could not connect")
+
+// ConnectError is a failed connect or subscribe of one of the probe's
+// connections, or a connect phase that did not finish in time.
+type ConnectError struct {
+	Op  string // "connecting publisher 0", "subscribing probe-…-sub-1", "connecting"
+	Err error
+}
+
+func (e *ConnectError) Error() string { return "probe: " + e.Op + ": " + e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Is makes every ConnectError match ErrConnect.
+func (e *ConnectError) Is(target error) bool { return target == ErrConnect }
+
 // ErrBarrier means subscribers never received the readiness markers.
 var ErrBarrier = errors.New("probe: subscribers did not receive the readiness markers")
 
@@ -201,11 +220,11 @@ func Run(ctx, stop context.Context, cfg Config, run verify.RunID, dialer bus.Dia
 	cfg.Defaults()
 	out := Outcome{RunID: run.String(), StartedAt: time.Now()}
 	if err := cfg.Validate(); err != nil {
-		return out, err
+		return couldNotRun(out, err), err
 	}
 	ledger, err := verify.NewLedger(run, cfg.Ledger)
 	if err != nil {
-		return out, err
+		return couldNotRun(out, err), err
 	}
 	p := &prober{cfg: cfg, run: run, ledger: ledger, clock: verify.NewClock(), hooks: hooks}
 	p.topics = make([]string, cfg.Streams)
@@ -214,7 +233,26 @@ func Run(ctx, stop context.Context, cfg Config, run verify.RunID, dialer bus.Dia
 	}
 	res, err := p.execute(ctx, stop, dialer)
 	res.RunID, res.StartedAt = out.RunID, out.StartedAt
+	if err != nil {
+		res = couldNotRun(res, err)
+	}
 	return res, err
+}
+
+// couldNotRun makes the outcome of a run that ended with err before it could
+// measure usable for a report: inconclusive (a failure the bus already showed,
+// such as corrupt deliveries, stays a failure), and never a nil list.
+func couldNotRun(out Outcome, err error) Outcome {
+	if out.Verdict != verify.Fail {
+		out.Verdict, out.Reason = verify.Inconclusive, "could not run: "+err.Error()
+	}
+	if out.Gates == nil {
+		out.Gates = []verify.Gate{}
+	}
+	if out.Windows == nil {
+		out.Windows = []verify.Window{}
+	}
+	return out
 }
 
 type prober struct {
@@ -385,8 +423,10 @@ func (p *prober) healthReport() Health {
 func (p *prober) closeAll() {
 	var wg sync.WaitGroup
 	for _, c := range p.pubs {
-		wg.Add(1)
-		go func() { defer wg.Done(); c.Close() }()
+		if c != nil { // nil: never connected
+			wg.Add(1)
+			go func() { defer wg.Done(); c.Close() }()
+		}
 	}
 	for _, s := range p.subs {
 		if s.conn != nil {

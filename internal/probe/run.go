@@ -93,6 +93,11 @@ func (h pubHandler) HandleEvent(e bus.Event) {
 }
 
 // connect dials every publisher and subscriber and subscribes the subscribers.
+// The whole phase is bounded (BarrierTimeout + PublishTimeout): a dial or
+// subscribe still waiting then is given up, so a silent broker cannot hold the
+// probe. Every failure is a *ConnectError (errors.Is ErrConnect) wrapping the
+// transport's classified error. Connections that did connect are in p.pubs and
+// p.subs for closeAll; the others are nil.
 func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error {
 	short := p.run.String()[:8]
 	p.pubs = make([]bus.Conn, p.cfg.Streams)
@@ -101,37 +106,69 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 		name := fmt.Sprintf("probe-%s-sub-%d", short, j)
 		p.subs[j] = &subscriber{p: p, name: name, rec: p.ledger.Subscriber(name), ready: make([]atomic.Bool, p.cfg.Streams)}
 	}
+	limit := p.cfg.BarrierTimeout + p.cfg.PublishTimeout
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	// dial opens a connection that lives on connCtx, but gives the dial up
+	// when the connect phase ends first.
+	dial := func(id string, h bus.Handler) (bus.Conn, error) {
+		dctx, dcancel := context.WithCancel(connCtx)
+		unwatch := context.AfterFunc(ctx, dcancel)
+		c, err := dialer.Dial(dctx, id, h)
+		if !unwatch() {
+			// The phase ended during the dial: a Conn that made it is
+			// already cancelled.
+			if c != nil && err == nil {
+				c.Close()
+			}
+			c = nil
+			if err == nil {
+				err = ctx.Err()
+			}
+		}
+		if err != nil {
+			if c != nil {
+				c.Close()
+			}
+			return nil, err
+		}
+		if c == nil {
+			return nil, errors.New("the transport returned no connection")
+		}
+		return c, nil
+	}
 	type job func(context.Context) error
 	var jobs []job
+	var ready atomic.Int32
 	for i := range p.pubs {
 		jobs = append(jobs, func(ctx context.Context) error {
-			c, err := dialer.Dial(connCtx, fmt.Sprintf("probe-%s-pub-%d", short, i), pubHandler{p})
+			c, err := dial(fmt.Sprintf("probe-%s-pub-%d", short, i), pubHandler{p})
 			if err != nil {
-				return fmt.Errorf("probe: connecting publisher %d: %w", i, err)
+				return &ConnectError{Op: fmt.Sprintf("connecting publisher %d", i), Err: err}
 			}
 			p.pubs[i] = c
+			ready.Add(1)
 			return nil
 		})
 	}
 	for _, s := range p.subs {
 		jobs = append(jobs, func(ctx context.Context) error {
-			c, err := dialer.Dial(connCtx, s.name, s)
+			c, err := dial(s.name, s)
 			if err != nil {
-				return fmt.Errorf("probe: connecting subscriber %s: %w", s.name, err)
+				return &ConnectError{Op: "connecting subscriber " + s.name, Err: err}
 			}
 			s.conn = c
 			if err := c.Subscribe(ctx, p.topics); err != nil {
-				return fmt.Errorf("probe: subscribing %s: %w", s.name, err)
+				return &ConnectError{Op: "subscribing " + s.name, Err: err}
 			}
+			ready.Add(1)
 			return nil
 		})
 	}
 	// Bounded parallel connects: bursts beyond the broker's listen backlog just stall.
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.BarrierTimeout+p.cfg.PublishTimeout)
-	defer cancel()
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
-	var once sync.Once
+	var mu sync.Mutex
 	var first error
 	for _, j := range jobs {
 		select {
@@ -145,8 +182,17 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := j(ctx); err != nil {
-				once.Do(func() { first = err; cancel() })
+			err := j(ctx)
+			if err == nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			// A failure after the phase ended is a consequence of its end,
+			// not its cause (unless nothing else went wrong, see below).
+			if first == nil && ctx.Err() == nil {
+				first = err
+				cancel()
 			}
 		}()
 	}
@@ -155,11 +201,15 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 		return first
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("probe: connecting: %w", err)
+		total := len(p.pubs) + len(p.subs)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%d of %d connections ready within %v: %w", ready.Load(), total, limit, err)
+		}
+		return &ConnectError{Op: "connecting", Err: err}
 	}
 	for i, c := range p.pubs {
 		if c == nil {
-			return fmt.Errorf("probe: publisher %d not connected", i)
+			return &ConnectError{Op: fmt.Sprintf("connecting publisher %d", i), Err: errors.New("not connected")}
 		}
 	}
 	return nil
