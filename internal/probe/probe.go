@@ -42,7 +42,11 @@ type Config struct {
 	Subscribers int           // subscribers per stream (fan-out, default 2)
 	PayloadSize int           // bytes per message (default 256, at least verify.StampSize)
 	TopicPrefix string        // topics are <prefix>.<run id>.<stream> (default "eventswarm.probe")
-	InFlight    int           // concurrent publishes per stream (default 8)
+	// InFlight is how many publishes of a stream may wait for their outcome
+	// at once (default 8) on a transport that pipelines them in sequence
+	// order (MQTT); on long-poll a stream publishes one at a time, since
+	// concurrent requests could reach the bus out of order.
+	InFlight int
 	// PublishTimeout bounds one publish (default 5s); past it the outcome is unknown.
 	PublishTimeout time.Duration
 	// BarrierTimeout bounds the readiness barrier (default 15s).
@@ -147,16 +151,24 @@ func (c Config) Validate() error {
 // Health is the probe's own lag: if the probe was overloaded, its numbers say
 // more about the probe than about the bus.
 type Health struct {
-	// LateSends counts publishes sent more than 100ms after their intended time.
+	// LateSends counts publishes the generator itself sent more than 100ms
+	// late: after their intended time, or after the bus was ready to take
+	// them if that was later. Time spent waiting for the bus (every in-flight
+	// publish unacknowledged, the transport not taking more) is the bus's
+	// backpressure, not the probe's lag: it shows as latency and publish
+	// availability, and in MaxBusWaitMS.
 	LateSends uint64 `json:"late_sends"`
-	// MaxSendLagMS is the largest (actual − intended) send time seen.
+	// MaxSendLagMS is the largest lag the generator itself added to a send.
 	MaxSendLagMS float64 `json:"max_send_lag_ms"`
+	// MaxBusWaitMS is the longest a send waited past its intended time for
+	// the bus to take it (a free in-flight slot, the transport's hand-off).
+	MaxBusWaitMS float64 `json:"max_bus_wait_ms"`
 	// MaxTickerDriftMS is the largest delay between a pacer wake-up and its due time.
 	MaxTickerDriftMS float64 `json:"max_ticker_drift_ms"`
 	// GCPauseTotalMS is the total stop-the-world GC pause during the run.
 	GCPauseTotalMS float64 `json:"gc_pause_total_ms"`
-	// Overloaded is set when more than 1% of sends started over 100ms late
-	// (then a failed run, or window, is inconclusive instead).
+	// Overloaded is set when more than 1% of sends were late sends (then a
+	// failed run, or window, is inconclusive instead).
 	Overloaded bool `json:"overloaded"`
 	// HeapMB samples the Go heap in use (after the readiness barrier, at every
 	// live tick): first, max and last sample. Flat over a long run means
@@ -281,6 +293,7 @@ type healthCounters struct {
 	lateSends                    atomic.Uint64
 	maxLag                       atomic.Int64
 	maxDrift                     atomic.Int64
+	maxBusWait                   atomic.Int64
 	sends                        atomic.Uint64
 	gcAtStart                    float64
 }
@@ -409,6 +422,7 @@ func (p *prober) healthReport() Health {
 		LateSends:        p.health.lateSends.Load(),
 		MaxSendLagMS:     float64(p.health.maxLag.Load()) / 1e6,
 		MaxTickerDriftMS: float64(p.health.maxDrift.Load()) / 1e6,
+		MaxBusWaitMS:     float64(p.health.maxBusWait.Load()) / 1e6,
 		GCPauseTotalMS:   (gcPauseSeconds() - p.health.gcAtStart) * 1e3,
 	}
 	p.health.heapMu.Lock()

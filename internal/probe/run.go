@@ -258,60 +258,106 @@ func (p *prober) barrier(ctx context.Context) error {
 	}
 }
 
+// pipeliner is a bus.Conn that can hand publishes to its connection in call
+// order without waiting for each outcome (mqtt.Conn.PublishAsync): several
+// publishes of a stream are in flight and still leave in sequence order.
+type pipeliner interface {
+	PublishAsync(ctx context.Context, topic string, payload []byte) (wait func() error)
+}
+
+// inflight is one publish handed to the connection, waiting for its outcome.
+type inflight struct {
+	seq  uint64
+	buf  []byte
+	wait func() error
+}
+
 // publishStream paces stream i: the n-th message is due at start + (n-1)/rate.
 // It returns the intended time of the first message it did not send.
+//
+// One sender per stream hands the messages to the connection in sequence
+// order, so a delivery out of order is the bus's doing. On a pipelining
+// transport (MQTT) up to InFlight publishes wait for their outcome at once;
+// on another (long-poll: concurrent requests could reach the bus in any
+// order) one at a time.
+//
+// The sender's lag behind schedule is split in two. Waiting for the bus — for
+// a free in-flight slot (earlier publishes not acknowledged yet) or for the
+// transport to take the publish — is the bus's backpressure: it shows in the
+// latency (a message keeps its intended time) and in publish availability,
+// never as the probe's overload. Only the lag the generator adds while the bus
+// is ready (a late timer, a starved goroutine) counts as a late send.
 func (p *prober) publishStream(ctx context.Context, i int, start int64) int64 {
 	conn, topic := p.pubs[i], p.topics[i]
 	rec := p.ledger.Stream(uint32(i), uint32(i))
 	nsPer := 1e9 / p.cfg.Rate
-	type job struct {
-		seq      uint64
-		intended int64
+	pl, _ := conn.(pipeliner)
+	slots := 1
+	if pl != nil {
+		slots = p.cfg.InFlight
 	}
-	jobs := make(chan job)
+	free := make(chan []byte, slots) // a buffer per in-flight slot
+	for range slots {
+		free <- make([]byte, p.cfg.PayloadSize)
+	}
+	// settle books a publish's outcome and frees its slot.
+	settle := func(seq uint64, buf []byte, err error) {
+		outcome := verify.PublishOK
+		switch {
+		case err == nil:
+		case errors.Is(err, bus.ErrUnknownOutcome) || errors.Is(err, context.DeadlineExceeded):
+			outcome = verify.PublishUnknown
+			// The transport may still hold the buffer: never reuse it.
+			buf = make([]byte, p.cfg.PayloadSize)
+		default:
+			outcome = verify.PublishFailed
+		}
+		if err != nil {
+			p.noteError("publish", err)
+		}
+		rec.Result(seq, outcome, p.clock.Now())
+		free <- buf
+	}
+	var pending chan inflight
 	var wg sync.WaitGroup
-	for range p.cfg.InFlight {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, p.cfg.PayloadSize)
-			for j := range jobs {
-				rec.Attempt(j.seq, j.intended)
-				sent := p.clock.Now()
-				p.noteLag(j.intended, sent-j.intended)
-				st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: uint32(i), Seq: j.seq, Intended: j.intended, Sent: sent}
-				st.Encode(buf)
-				// Publishes in flight at the stop still complete: bounded by PublishTimeout.
-				pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PublishTimeout)
-				err := conn.Publish(pctx, topic, buf)
-				cancel()
-				outcome := verify.PublishOK
-				switch {
-				case err == nil:
-				case errors.Is(err, bus.ErrUnknownOutcome) || errors.Is(err, context.DeadlineExceeded):
-					outcome = verify.PublishUnknown
-					// The transport may still hold the buffer: never reuse it.
-					buf = make([]byte, p.cfg.PayloadSize)
-				default:
-					outcome = verify.PublishFailed
+	if pl != nil {
+		pending = make(chan inflight, slots)
+		for range slots {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for f := range pending {
+					settle(f.seq, f.buf, f.wait())
 				}
-				if err != nil {
-					p.noteError("publish", err)
-				}
-				rec.Result(j.seq, outcome, p.clock.Now())
-			}
-		}()
+			}()
+		}
 	}
 	defer func() {
-		close(jobs)
+		if pending != nil {
+			close(pending)
+		}
 		wg.Wait()
 		rec.Close(p.clock.Now())
 	}()
+	// Publishes in flight at the stop still complete: bounded by PublishTimeout.
+	pubCtx := context.WithoutCancel(ctx)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for n := uint64(1); ; n++ {
 		due := start + int64(float64(n-1)*nsPer)
-		if wait := time.Duration(due - p.clock.Now()); wait > 0 {
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			// Every slot is waiting for the bus.
+			select {
+			case buf = <-free:
+			case <-ctx.Done():
+				return due
+			}
+		}
+		ready := p.clock.Now() // the bus can take this publish from here on
+		if wait := time.Duration(due - ready); wait > 0 {
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
@@ -327,10 +373,31 @@ func (p *prober) publishStream(ctx context.Context, i int, start int64) int64 {
 			return due
 		default:
 		}
-		select {
-		case jobs <- job{seq: n, intended: due}:
-		case <-ctx.Done():
-			return due
+		sent := p.clock.Now()
+		p.noteLag(due, sent-max(due, ready))
+		p.noteBusWait(ready - due)
+		rec.Attempt(n, due)
+		st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: uint32(i), Seq: n, Intended: due, Sent: sent}
+		st.Encode(buf)
+		pctx, cancel := context.WithTimeout(pubCtx, p.cfg.PublishTimeout)
+		if pl == nil {
+			err := conn.Publish(pctx, topic, buf)
+			cancel()
+			settle(n, buf, err)
+			continue
+		}
+		wait := pl.PublishAsync(pctx, topic, buf)
+		pending <- inflight{seq: n, buf: buf, wait: func() error { defer cancel(); return wait() }}
+	}
+}
+
+// noteBusWait records how far behind schedule the bus held a send (waiting
+// for a free slot or the transport); informational, never overload.
+func (p *prober) noteBusWait(d int64) {
+	for {
+		cur := p.health.maxBusWait.Load()
+		if d <= cur || p.health.maxBusWait.CompareAndSwap(cur, d) {
+			return
 		}
 	}
 }
@@ -376,8 +443,9 @@ type windowSends struct{ sends, late uint64 }
 func (w windowSends) overloaded() bool { return w.late*100 > w.sends }
 
 // markOverloaded turns a window in which the probe itself fell behind (more
-// than 1% of its sends started over 100ms late) from fail into inconclusive:
-// its numbers say more about the probe than about the bus.
+// than 1% of its sends started over 100ms late while the bus was ready to
+// take them) from fail into inconclusive: its numbers say more about the
+// probe than about the bus.
 func (p *prober) markOverloaded(w *verify.Window) {
 	p.health.winMu.Lock()
 	ws, ok := p.health.windows[int64(w.Index)]
