@@ -27,10 +27,12 @@ const (
 	silence                               // reads CONNECT, never answers
 	closeAfterAccept                      // closes before reading anything
 	closeAfterConnack                     // CONNACK accepted, then closes
+	stallAfterConnack                     // CONNACK accepted, then never answers (no SUBACK)
+	noRouting                             // a working broker that delivers nothing
 )
 
 func (m misbehaviour) String() string {
-	return [...]string{"refused-connack", "garbage", "silence", "close-after-accept", "close-after-connack"}[m]
+	return [...]string{"refused-connack", "garbage", "silence", "close-after-accept", "close-after-connack", "stall-after-connack", "no-routing"}[m]
 }
 
 // fakeBroker is a hostile MQTT server on loopback: its first good
@@ -147,17 +149,23 @@ func (f *fakeBroker) misbehave(c net.Conn) {
 	case closeAfterConnack:
 		_ = packets.NewControlPacket(packets.Connack).Write(c)
 		return
+	case stallAfterConnack:
+		_ = packets.NewControlPacket(packets.Connack).Write(c)
+	case noRouting:
+		_ = packets.NewControlPacket(packets.Connack).Write(c)
+		serveMinimal(c)
+		return
 	}
 	// Hold the connection open, silent, until the client or the test ends it.
 	_, _ = io.Copy(io.Discard, c)
 }
 
 // TestHostileBrokerAfterCheck: the target check passes, then the probe's own
-// connections meet a broker that refuses, answers garbage, stays silent or
-// closes. Run must return a classified error and a usable inconclusive
+// connections meet a broker that refuses, answers garbage, stays silent,
+// closes, never confirms a subscription or never delivers. Run must return a classified error and a usable inconclusive
 // outcome, never panic, and give up in bounded time.
 func TestHostileBrokerAfterCheck(t *testing.T) {
-	for _, mode := range []misbehaviour{refuseConnack, garbage, silence, closeAfterAccept, closeAfterConnack} {
+	for _, mode := range []misbehaviour{refuseConnack, garbage, silence, closeAfterAccept, closeAfterConnack, stallAfterConnack, noRouting} {
 		// good=1: only the check is served; good=2: one probe connection
 		// works too, so a partly connected probe must be cleaned up.
 		for _, good := range []int{1, 2} {
@@ -197,7 +205,11 @@ func TestHostileBrokerAfterCheck(t *testing.T) {
 				if r.err == nil {
 					t.Fatalf("Run: nil error against a %s broker; outcome %+v", mode, r.out)
 				}
-				if !errors.Is(r.err, probe.ErrConnect) {
+				if mode == noRouting {
+					if !errors.Is(r.err, probe.ErrBarrier) {
+						t.Errorf("Run error %v: want it to wrap probe.ErrBarrier", r.err)
+					}
+				} else if !errors.Is(r.err, probe.ErrConnect) {
 					t.Errorf("Run error %v: want it to wrap probe.ErrConnect", r.err)
 				}
 				// What each misbehaviour is classified as (a close right after
@@ -206,6 +218,7 @@ func TestHostileBrokerAfterCheck(t *testing.T) {
 					refuseConnack:     bus.ClassRefused,
 					garbage:           bus.ClassProtocol,
 					silence:           bus.ClassTimeout,
+					stallAfterConnack: bus.ClassTimeout,
 					closeAfterConnack: bus.ClassReset,
 				}
 				if w, ok := want[mode]; ok && bus.Classify(r.err) != w {

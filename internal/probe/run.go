@@ -220,7 +220,6 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 func (p *prober) barrier(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.BarrierTimeout)
 	defer cancel()
-	buf := make([]byte, p.cfg.PayloadSize)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	want := int32(p.cfg.Streams)
@@ -237,6 +236,9 @@ func (p *prober) barrier(ctx context.Context) error {
 		for i, c := range p.pubs {
 			now := p.clock.Now()
 			st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: verify.MarkerStream, Seq: seq, Intended: now, Sent: now}
+			// A fresh buffer per marker: a publish that timed out may still be
+			// held (and written) by the transport.
+			buf := make([]byte, p.cfg.PayloadSize)
 			if err := st.Encode(buf); err != nil {
 				return err
 			}
