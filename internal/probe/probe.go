@@ -252,11 +252,14 @@ func Run(ctx, stop context.Context, cfg Config, run verify.RunID, dialer bus.Dia
 }
 
 // couldNotRun makes the outcome of a run that ended with err before it could
-// measure usable for a report: inconclusive (a failure the bus already showed,
-// such as corrupt deliveries, stays a failure), and never a nil list.
+// measure usable for a report: inconclusive, with no gates (nothing was
+// measured to judge), as the command reports a run that never started. A
+// failure the bus already showed, such as corrupt deliveries during the
+// readiness barrier, stays a failure with its gates. Lists are never nil.
 func couldNotRun(out Outcome, err error) Outcome {
 	if out.Verdict != verify.Fail {
 		out.Verdict, out.Reason = verify.Inconclusive, "could not run: "+err.Error()
+		out.Gates = nil
 	}
 	if out.Gates == nil {
 		out.Gates = []verify.Gate{}
