@@ -5,7 +5,9 @@
 //
 // A run goes through these phases:
 //  1. connect: one connection per stream publisher and one per subscriber;
-//     every subscriber subscribes to every stream's topic (multiplexed);
+//     every subscriber subscribes to every stream's topic (multiplexed). The
+//     phase is bounded; a failure is a *ConnectError and the Outcome is
+//     inconclusive, ready for the report;
 //  2. readiness barrier: marker messages are published on every topic until
 //     every subscriber has received one on every topic (long-poll has no
 //     SUBACK, so this is how we know a subscription is live; for MQTT it also
@@ -13,7 +15,12 @@
 //  3. publish: the n-th message of a stream is due at start + n/rate (open
 //     model: a late send keeps its intended time, so latency includes the
 //     publisher's own delay — no coordinated omission); the first --warmup is
-//     not measured;
+//     not measured. One sender per stream hands its messages to the
+//     connection in sequence order (pipelined on MQTT, one at a time on
+//     long-poll), so a delivery out of order is the bus's. A bus that holds
+//     publishes back shows as latency and publish availability; only the
+//     generator's own lag while the bus was ready makes the probe
+//     "overloaded";
 //  4. drain: publishing stops, subscribers keep receiving for LostAfter + Grace,
 //     then the ledger is finished. An interrupted drain makes the unfinished
 //     tail inconclusive, not lost.
