@@ -42,10 +42,14 @@
 //
 // # Deliveries
 //
-// With SetOrderMatters(false) paho runs the handler for each delivery on a
-// short-lived goroutine of its own and acknowledges (PUBACK/PUBREC) after it
-// returns, so a handler must be fast; Close waits for handlers in flight and
-// none start after it returns. Subscriptions are renewed by the reconnect
+// With SetOrderMatters(true) paho runs the handler for every delivery of a
+// connection on one goroutine, in the order the deliveries arrived (with
+// false it would start a goroutine per delivery and a verifier would see the
+// scheduler's reordering as the bus's), and acknowledges (PUBACK/PUBREC)
+// after it returns. So a handler must be fast and must not block (nor call
+// Publish or Subscribe on its own Conn): it holds up that connection's
+// deliveries. Close waits for a handler in flight and none start after it
+// returns. Subscriptions are renewed by the reconnect
 // loop after the CONNACK rather than in paho's OnConnect callback: one owner.
 // With CleanSession false, QoS 2 receive state does not survive a reconnect
 // (fresh store per connection), so the broker's resend after a reconnect can
@@ -358,8 +362,8 @@ func (c *Client) pahoOptions(id string, d *net.Dialer, ctx context.Context, abor
 	o.SetUsername(c.cfg.Username)
 	o.SetPassword(c.cfg.Password)
 	o.SetCleanSession(*c.cfg.CleanSession)
-	o.SetProtocolVersion(4) // 3.1.1 only: no silent second connect attempt at 3.1
-	o.SetOrderMatters(false)
+	o.SetProtocolVersion(4)   // 3.1.1 only: no silent second connect attempt at 3.1
+	o.SetOrderMatters(true)   // deliveries reach the handler in arrival order, on one goroutine
 	o.SetAutoReconnect(false) // we own reconnects (backoff)
 	o.SetConnectRetry(false)
 	o.SetResumeSubs(false)

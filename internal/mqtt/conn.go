@@ -284,22 +284,45 @@ func (c *Conn) onMessage(_ paho.Client, m paho.Message) {
 // the acknowledgement (it may still arrive at subscribers); anything else
 // means it was not sent.
 func (c *Conn) Publish(ctx context.Context, topic string, payload []byte) error {
-	start := time.Now()
-	err := c.publish(ctx, topic, payload, start)
-	now := time.Now()
-	c.h.HandleEvent(bus.Event{Kind: bus.Published, At: now, Err: err, Latency: now.Sub(start)})
-	return err
+	return c.PublishAsync(ctx, topic, payload)()
 }
 
-func (c *Conn) publish(ctx context.Context, topic string, payload []byte, start time.Time) error {
+// PublishAsync is Publish in two steps, for a caller that pipelines: it hands
+// the publish to the connection and returns once it is queued for the socket
+// (it blocks only while the connection's writer cannot take it, at most
+// PublishTimeout); wait then waits for the outcome, exactly as Publish
+// would return it, and emits bus.Published. Publishes handed over by
+// successive calls from one goroutine are written to the socket in call
+// order, however many are in flight. wait must be called exactly once;
+// payload must not be modified before it returns (nor after an outcome
+// wrapping bus.ErrUnknownOutcome: the transport may still hold it).
+func (c *Conn) PublishAsync(ctx context.Context, topic string, payload []byte) (wait func() error) {
+	start := time.Now()
+	tok, err := c.startPublish(ctx, topic, payload)
+	return func() error {
+		if tok != nil {
+			err = c.waitPublish(ctx, tok, start)
+		}
+		now := time.Now()
+		c.h.HandleEvent(bus.Event{Kind: bus.Published, At: now, Err: err, Latency: now.Sub(start)})
+		return err
+	}
+}
+
+// startPublish hands one publish to paho (in call order: paho queues it to
+// its writer before it returns).
+func (c *Conn) startPublish(ctx context.Context, topic string, payload []byte) (paho.Token, error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("mqtt: publish: %w", err)
+		return nil, fmt.Errorf("mqtt: publish: %w", err)
 	}
 	ep := c.cur.Load()
 	if ep == nil {
-		return ErrNotConnected
+		return nil, ErrNotConnected
 	}
-	tok := ep.cl.Publish(topic, c.client.cfg.QoS, false, payload)
+	return ep.cl.Publish(topic, c.client.cfg.QoS, false, payload), nil
+}
+
+func (c *Conn) waitPublish(ctx context.Context, tok paho.Token, start time.Time) error {
 	select {
 	case <-tok.Done():
 		return publishErr(tok.Error())

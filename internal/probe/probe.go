@@ -5,7 +5,9 @@
 //
 // A run goes through these phases:
 //  1. connect: one connection per stream publisher and one per subscriber;
-//     every subscriber subscribes to every stream's topic (multiplexed);
+//     every subscriber subscribes to every stream's topic (multiplexed). The
+//     phase is bounded; a failure is a *ConnectError and the Outcome is
+//     inconclusive, ready for the report;
 //  2. readiness barrier: marker messages are published on every topic until
 //     every subscriber has received one on every topic (long-poll has no
 //     SUBACK, so this is how we know a subscription is live; for MQTT it also
@@ -13,7 +15,12 @@
 //  3. publish: the n-th message of a stream is due at start + n/rate (open
 //     model: a late send keeps its intended time, so latency includes the
 //     publisher's own delay — no coordinated omission); the first --warmup is
-//     not measured;
+//     not measured. One sender per stream hands its messages to the
+//     connection in sequence order (pipelined on MQTT, one at a time on
+//     long-poll), so a delivery out of order is the bus's. A bus that holds
+//     publishes back shows as latency and publish availability; only the
+//     generator's own lag while the bus was ready makes the probe
+//     "overloaded";
 //  4. drain: publishing stops, subscribers keep receiving for LostAfter + Grace,
 //     then the ledger is finished. An interrupted drain makes the unfinished
 //     tail inconclusive, not lost.
@@ -42,7 +49,11 @@ type Config struct {
 	Subscribers int           // subscribers per stream (fan-out, default 2)
 	PayloadSize int           // bytes per message (default 256, at least verify.StampSize)
 	TopicPrefix string        // topics are <prefix>.<run id>.<stream> (default "eventswarm.probe")
-	InFlight    int           // concurrent publishes per stream (default 8)
+	// InFlight is how many publishes of a stream may wait for their outcome
+	// at once (default 8) on a transport that pipelines them in sequence
+	// order (MQTT); on long-poll a stream publishes one at a time, since
+	// concurrent requests could reach the bus out of order.
+	InFlight int
 	// PublishTimeout bounds one publish (default 5s); past it the outcome is unknown.
 	PublishTimeout time.Duration
 	// BarrierTimeout bounds the readiness barrier (default 15s).
@@ -147,16 +158,24 @@ func (c Config) Validate() error {
 // Health is the probe's own lag: if the probe was overloaded, its numbers say
 // more about the probe than about the bus.
 type Health struct {
-	// LateSends counts publishes sent more than 100ms after their intended time.
+	// LateSends counts publishes the generator itself sent more than 100ms
+	// late: after their intended time, or after the bus was ready to take
+	// them if that was later. Time spent waiting for the bus (every in-flight
+	// publish unacknowledged, the transport not taking more) is the bus's
+	// backpressure, not the probe's lag: it shows as latency and publish
+	// availability, and in MaxBusWaitMS.
 	LateSends uint64 `json:"late_sends"`
-	// MaxSendLagMS is the largest (actual − intended) send time seen.
+	// MaxSendLagMS is the largest lag the generator itself added to a send.
 	MaxSendLagMS float64 `json:"max_send_lag_ms"`
+	// MaxBusWaitMS is the longest a send waited past its intended time for
+	// the bus to take it (a free in-flight slot, the transport's hand-off).
+	MaxBusWaitMS float64 `json:"max_bus_wait_ms"`
 	// MaxTickerDriftMS is the largest delay between a pacer wake-up and its due time.
 	MaxTickerDriftMS float64 `json:"max_ticker_drift_ms"`
 	// GCPauseTotalMS is the total stop-the-world GC pause during the run.
 	GCPauseTotalMS float64 `json:"gc_pause_total_ms"`
-	// Overloaded is set when more than 1% of sends started over 100ms late
-	// (then a failed run, or window, is inconclusive instead).
+	// Overloaded is set when more than 1% of sends were late sends (then a
+	// failed run, or window, is inconclusive instead).
 	Overloaded bool `json:"overloaded"`
 	// HeapMB samples the Go heap in use (after the readiness barrier, at every
 	// live tick): first, max and last sample. Flat over a long run means
@@ -192,6 +211,25 @@ type Hooks struct {
 	OnPhase func(phase string)
 }
 
+// ErrConnect marks a run that could not connect or subscribe its publishers
+// and subscribers (after the target check passed): errors.Is(err, ErrConnect)
+// holds for every *ConnectError. The transport's own classification
+// (bus.ErrRefused, bus.ErrProtocol, mqtt.ErrQoSDowngraded, …) is wrapped too.
+var ErrConnect = errors.New("probe: could not connect")
+
+// ConnectError is a failed connect or subscribe of one of the probe's
+// connections, or a connect phase that did not finish in time.
+type ConnectError struct {
+	Op  string // "connecting publisher 0", "subscribing probe-…-sub-1", "connecting"
+	Err error
+}
+
+func (e *ConnectError) Error() string { return "probe: " + e.Op + ": " + e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Is makes every ConnectError match ErrConnect.
+func (e *ConnectError) Is(target error) bool { return target == ErrConnect }
+
 // ErrBarrier means subscribers never received the readiness markers.
 var ErrBarrier = errors.New("probe: subscribers did not receive the readiness markers")
 
@@ -204,11 +242,11 @@ func Run(ctx, stop context.Context, cfg Config, run verify.RunID, dialer bus.Dia
 	cfg.Defaults()
 	out := Outcome{RunID: run.String(), StartedAt: time.Now()}
 	if err := cfg.Validate(); err != nil {
-		return out, err
+		return couldNotRun(out, err), err
 	}
 	ledger, err := verify.NewLedger(run, cfg.Ledger)
 	if err != nil {
-		return out, err
+		return couldNotRun(out, err), err
 	}
 	p := &prober{cfg: cfg, run: run, ledger: ledger, clock: verify.NewClock(), hooks: hooks}
 	p.topics = make([]string, cfg.Streams)
@@ -217,7 +255,29 @@ func Run(ctx, stop context.Context, cfg Config, run verify.RunID, dialer bus.Dia
 	}
 	res, err := p.execute(ctx, stop, dialer)
 	res.RunID, res.StartedAt = out.RunID, out.StartedAt
+	if err != nil {
+		res = couldNotRun(res, err)
+	}
 	return res, err
+}
+
+// couldNotRun makes the outcome of a run that ended with err before it could
+// measure usable for a report: inconclusive, with no gates (nothing was
+// measured to judge), as the command reports a run that never started. A
+// failure the bus already showed, such as corrupt deliveries during the
+// readiness barrier, stays a failure with its gates. Lists are never nil.
+func couldNotRun(out Outcome, err error) Outcome {
+	if out.Verdict != verify.Fail {
+		out.Verdict, out.Reason = verify.Inconclusive, "could not run: "+err.Error()
+		out.Gates = nil
+	}
+	if out.Gates == nil {
+		out.Gates = []verify.Gate{}
+	}
+	if out.Windows == nil {
+		out.Windows = []verify.Window{}
+	}
+	return out
 }
 
 type prober struct {
@@ -249,6 +309,7 @@ type healthCounters struct {
 	lateSends                    atomic.Uint64
 	maxLag                       atomic.Int64
 	maxDrift                     atomic.Int64
+	maxBusWait                   atomic.Int64
 	sends                        atomic.Uint64
 	gcAtStart                    float64
 }
@@ -393,6 +454,7 @@ func (p *prober) healthReport() Health {
 		LateSends:        p.health.lateSends.Load(),
 		MaxSendLagMS:     float64(p.health.maxLag.Load()) / 1e6,
 		MaxTickerDriftMS: float64(p.health.maxDrift.Load()) / 1e6,
+		MaxBusWaitMS:     float64(p.health.maxBusWait.Load()) / 1e6,
 		GCPauseTotalMS:   (gcPauseSeconds() - p.health.gcAtStart) * 1e3,
 	}
 	p.health.heapMu.Lock()
@@ -407,8 +469,10 @@ func (p *prober) healthReport() Health {
 func (p *prober) closeAll() {
 	var wg sync.WaitGroup
 	for _, c := range p.pubs {
-		wg.Add(1)
-		go func() { defer wg.Done(); c.Close() }()
+		if c != nil { // nil: never connected
+			wg.Add(1)
+			go func() { defer wg.Done(); c.Close() }()
+		}
 	}
 	for _, s := range p.subs {
 		if s.conn != nil {

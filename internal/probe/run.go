@@ -93,6 +93,11 @@ func (h pubHandler) HandleEvent(e bus.Event) {
 }
 
 // connect dials every publisher and subscriber and subscribes the subscribers.
+// The whole phase is bounded (BarrierTimeout + PublishTimeout): a dial or
+// subscribe still waiting then is given up, so a silent broker cannot hold the
+// probe. Every failure is a *ConnectError (errors.Is ErrConnect) wrapping the
+// transport's classified error. Connections that did connect are in p.pubs and
+// p.subs for closeAll; the others are nil.
 func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error {
 	short := p.run.String()[:8]
 	p.pubs = make([]bus.Conn, p.cfg.Streams)
@@ -101,37 +106,69 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 		name := fmt.Sprintf("probe-%s-sub-%d", short, j)
 		p.subs[j] = &subscriber{p: p, name: name, rec: p.ledger.Subscriber(name), ready: make([]atomic.Bool, p.cfg.Streams)}
 	}
+	limit := p.cfg.BarrierTimeout + p.cfg.PublishTimeout
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	// dial opens a connection that lives on connCtx, but gives the dial up
+	// when the connect phase ends first.
+	dial := func(id string, h bus.Handler) (bus.Conn, error) {
+		dctx, dcancel := context.WithCancel(connCtx)
+		unwatch := context.AfterFunc(ctx, dcancel)
+		c, err := dialer.Dial(dctx, id, h)
+		if !unwatch() {
+			// The phase ended during the dial: a Conn that made it is
+			// already cancelled.
+			if c != nil && err == nil {
+				c.Close()
+			}
+			c = nil
+			if err == nil {
+				err = ctx.Err()
+			}
+		}
+		if err != nil {
+			if c != nil {
+				c.Close()
+			}
+			return nil, err
+		}
+		if c == nil {
+			return nil, errors.New("the transport returned no connection")
+		}
+		return c, nil
+	}
 	type job func(context.Context) error
 	var jobs []job
+	var ready atomic.Int32
 	for i := range p.pubs {
 		jobs = append(jobs, func(ctx context.Context) error {
-			c, err := dialer.Dial(connCtx, fmt.Sprintf("probe-%s-pub-%d", short, i), pubHandler{p})
+			c, err := dial(fmt.Sprintf("probe-%s-pub-%d", short, i), pubHandler{p})
 			if err != nil {
-				return fmt.Errorf("probe: connecting publisher %d: %w", i, err)
+				return &ConnectError{Op: fmt.Sprintf("connecting publisher %d", i), Err: err}
 			}
 			p.pubs[i] = c
+			ready.Add(1)
 			return nil
 		})
 	}
 	for _, s := range p.subs {
 		jobs = append(jobs, func(ctx context.Context) error {
-			c, err := dialer.Dial(connCtx, s.name, s)
+			c, err := dial(s.name, s)
 			if err != nil {
-				return fmt.Errorf("probe: connecting subscriber %s: %w", s.name, err)
+				return &ConnectError{Op: "connecting subscriber " + s.name, Err: err}
 			}
 			s.conn = c
 			if err := c.Subscribe(ctx, p.topics); err != nil {
-				return fmt.Errorf("probe: subscribing %s: %w", s.name, err)
+				return &ConnectError{Op: "subscribing " + s.name, Err: err}
 			}
+			ready.Add(1)
 			return nil
 		})
 	}
 	// Bounded parallel connects: bursts beyond the broker's listen backlog just stall.
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.BarrierTimeout+p.cfg.PublishTimeout)
-	defer cancel()
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
-	var once sync.Once
+	var mu sync.Mutex
 	var first error
 	for _, j := range jobs {
 		select {
@@ -145,8 +182,17 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := j(ctx); err != nil {
-				once.Do(func() { first = err; cancel() })
+			err := j(ctx)
+			if err == nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			// A failure after the phase ended is a consequence of its end,
+			// not its cause (unless nothing else went wrong, see below).
+			if first == nil && ctx.Err() == nil {
+				first = err
+				cancel()
 			}
 		}()
 	}
@@ -155,11 +201,15 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 		return first
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("probe: connecting: %w", err)
+		total := len(p.pubs) + len(p.subs)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%d of %d connections ready within %v: %w", ready.Load(), total, limit, err)
+		}
+		return &ConnectError{Op: "connecting", Err: err}
 	}
 	for i, c := range p.pubs {
 		if c == nil {
-			return fmt.Errorf("probe: publisher %d not connected", i)
+			return &ConnectError{Op: fmt.Sprintf("connecting publisher %d", i), Err: errors.New("not connected")}
 		}
 	}
 	return nil
@@ -170,7 +220,6 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 func (p *prober) barrier(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.BarrierTimeout)
 	defer cancel()
-	buf := make([]byte, p.cfg.PayloadSize)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	want := int32(p.cfg.Streams)
@@ -187,6 +236,9 @@ func (p *prober) barrier(ctx context.Context) error {
 		for i, c := range p.pubs {
 			now := p.clock.Now()
 			st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: verify.MarkerStream, Seq: seq, Intended: now, Sent: now}
+			// A fresh buffer per marker: a publish that timed out may still be
+			// held (and written) by the transport.
+			buf := make([]byte, p.cfg.PayloadSize)
 			if err := st.Encode(buf); err != nil {
 				return err
 			}
@@ -208,60 +260,106 @@ func (p *prober) barrier(ctx context.Context) error {
 	}
 }
 
+// pipeliner is a bus.Conn that can hand publishes to its connection in call
+// order without waiting for each outcome (mqtt.Conn.PublishAsync): several
+// publishes of a stream are in flight and still leave in sequence order.
+type pipeliner interface {
+	PublishAsync(ctx context.Context, topic string, payload []byte) (wait func() error)
+}
+
+// inflight is one publish handed to the connection, waiting for its outcome.
+type inflight struct {
+	seq  uint64
+	buf  []byte
+	wait func() error
+}
+
 // publishStream paces stream i: the n-th message is due at start + (n-1)/rate.
 // It returns the intended time of the first message it did not send.
+//
+// One sender per stream hands the messages to the connection in sequence
+// order, so a delivery out of order is the bus's doing. On a pipelining
+// transport (MQTT) up to InFlight publishes wait for their outcome at once;
+// on another (long-poll: concurrent requests could reach the bus in any
+// order) one at a time.
+//
+// The sender's lag behind schedule is split in two. Waiting for the bus — for
+// a free in-flight slot (earlier publishes not acknowledged yet) or for the
+// transport to take the publish — is the bus's backpressure: it shows in the
+// latency (a message keeps its intended time) and in publish availability,
+// never as the probe's overload. Only the lag the generator adds while the bus
+// is ready (a late timer, a starved goroutine) counts as a late send.
 func (p *prober) publishStream(ctx context.Context, i int, start int64) int64 {
 	conn, topic := p.pubs[i], p.topics[i]
 	rec := p.ledger.Stream(uint32(i), uint32(i))
 	nsPer := 1e9 / p.cfg.Rate
-	type job struct {
-		seq      uint64
-		intended int64
+	pl, _ := conn.(pipeliner)
+	slots := 1
+	if pl != nil {
+		slots = p.cfg.InFlight
 	}
-	jobs := make(chan job)
+	free := make(chan []byte, slots) // a buffer per in-flight slot
+	for range slots {
+		free <- make([]byte, p.cfg.PayloadSize)
+	}
+	// settle books a publish's outcome and frees its slot.
+	settle := func(seq uint64, buf []byte, err error) {
+		outcome := verify.PublishOK
+		switch {
+		case err == nil:
+		case errors.Is(err, bus.ErrUnknownOutcome) || errors.Is(err, context.DeadlineExceeded):
+			outcome = verify.PublishUnknown
+			// The transport may still hold the buffer: never reuse it.
+			buf = make([]byte, p.cfg.PayloadSize)
+		default:
+			outcome = verify.PublishFailed
+		}
+		if err != nil {
+			p.noteError("publish", err)
+		}
+		rec.Result(seq, outcome, p.clock.Now())
+		free <- buf
+	}
+	var pending chan inflight
 	var wg sync.WaitGroup
-	for range p.cfg.InFlight {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, p.cfg.PayloadSize)
-			for j := range jobs {
-				rec.Attempt(j.seq, j.intended)
-				sent := p.clock.Now()
-				p.noteLag(j.intended, sent-j.intended)
-				st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: uint32(i), Seq: j.seq, Intended: j.intended, Sent: sent}
-				st.Encode(buf)
-				// Publishes in flight at the stop still complete: bounded by PublishTimeout.
-				pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.PublishTimeout)
-				err := conn.Publish(pctx, topic, buf)
-				cancel()
-				outcome := verify.PublishOK
-				switch {
-				case err == nil:
-				case errors.Is(err, bus.ErrUnknownOutcome) || errors.Is(err, context.DeadlineExceeded):
-					outcome = verify.PublishUnknown
-					// The transport may still hold the buffer: never reuse it.
-					buf = make([]byte, p.cfg.PayloadSize)
-				default:
-					outcome = verify.PublishFailed
+	if pl != nil {
+		pending = make(chan inflight, slots)
+		for range slots {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for f := range pending {
+					settle(f.seq, f.buf, f.wait())
 				}
-				if err != nil {
-					p.noteError("publish", err)
-				}
-				rec.Result(j.seq, outcome, p.clock.Now())
-			}
-		}()
+			}()
+		}
 	}
 	defer func() {
-		close(jobs)
+		if pending != nil {
+			close(pending)
+		}
 		wg.Wait()
 		rec.Close(p.clock.Now())
 	}()
+	// Publishes in flight at the stop still complete: bounded by PublishTimeout.
+	pubCtx := context.WithoutCancel(ctx)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for n := uint64(1); ; n++ {
 		due := start + int64(float64(n-1)*nsPer)
-		if wait := time.Duration(due - p.clock.Now()); wait > 0 {
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			// Every slot is waiting for the bus.
+			select {
+			case buf = <-free:
+			case <-ctx.Done():
+				return due
+			}
+		}
+		ready := p.clock.Now() // the bus can take this publish from here on
+		if wait := time.Duration(due - ready); wait > 0 {
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
@@ -277,10 +375,31 @@ func (p *prober) publishStream(ctx context.Context, i int, start int64) int64 {
 			return due
 		default:
 		}
-		select {
-		case jobs <- job{seq: n, intended: due}:
-		case <-ctx.Done():
-			return due
+		sent := p.clock.Now()
+		p.noteLag(due, sent-max(due, ready))
+		p.noteBusWait(ready - due)
+		rec.Attempt(n, due)
+		st := verify.Stamp{Run: p.run, Publisher: uint32(i), Stream: uint32(i), Seq: n, Intended: due, Sent: sent}
+		st.Encode(buf)
+		pctx, cancel := context.WithTimeout(pubCtx, p.cfg.PublishTimeout)
+		if pl == nil {
+			err := conn.Publish(pctx, topic, buf)
+			cancel()
+			settle(n, buf, err)
+			continue
+		}
+		wait := pl.PublishAsync(pctx, topic, buf)
+		pending <- inflight{seq: n, buf: buf, wait: func() error { defer cancel(); return wait() }}
+	}
+}
+
+// noteBusWait records how far behind schedule the bus held a send (waiting
+// for a free slot or the transport); informational, never overload.
+func (p *prober) noteBusWait(d int64) {
+	for {
+		cur := p.health.maxBusWait.Load()
+		if d <= cur || p.health.maxBusWait.CompareAndSwap(cur, d) {
+			return
 		}
 	}
 }
@@ -326,8 +445,9 @@ type windowSends struct{ sends, late uint64 }
 func (w windowSends) overloaded() bool { return w.late*100 > w.sends }
 
 // markOverloaded turns a window in which the probe itself fell behind (more
-// than 1% of its sends started over 100ms late) from fail into inconclusive:
-// its numbers say more about the probe than about the bus.
+// than 1% of its sends started over 100ms late while the bus was ready to
+// take them) from fail into inconclusive: its numbers say more about the
+// probe than about the bus.
 func (p *prober) markOverloaded(w *verify.Window) {
 	p.health.winMu.Lock()
 	ws, ok := p.health.windows[int64(w.Index)]
