@@ -27,6 +27,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +93,15 @@ func New(cfg Config) (*Client, error) {
 		pool:      newPubPool(cfg.MaxConns),
 	}
 	if t.tls {
-		c.tlsConf = &tls.Config{ServerName: t.name, InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12} //nolint:gosec // Insecure is the user's explicit switch
+		var pool *x509.CertPool // nil: the system pool
+		if cfg.CAFile != "" {
+			p, err := bus.LoadCAFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("longpoll: %w", err)
+			}
+			pool = p
+		}
+		c.tlsConf = &tls.Config{RootCAs: pool, ServerName: t.name, InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12} //nolint:gosec // Insecure is the user's explicit switch
 	}
 	if len(cfg.SourceAddrs) == 0 {
 		c.dialers = []net.Dialer{{Timeout: cfg.PublishTimeout}}

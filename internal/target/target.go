@@ -155,7 +155,7 @@ func Open(cfg Config) (*Target, error) {
 	default:
 		var c *longpoll.Client
 		c, err = longpoll.New(longpoll.Config{
-			URL: url, PubPath: cfg.PubPath, SubPath: cfg.SubPath, Insecure: cfg.Insecure,
+			URL: url, PubPath: cfg.PubPath, SubPath: cfg.SubPath, CAFile: cfg.CAFile, Insecure: cfg.Insecure,
 			PublishTimeout: cfg.PublishTimeout, Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
 		})
 		if err == nil {
