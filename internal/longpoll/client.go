@@ -193,15 +193,7 @@ func (c *Client) Dial(ctx context.Context, id string, h bus.Handler) (*Conn, err
 }
 
 // Dialer returns c as a bus.Dialer.
-func (c *Client) Dialer() bus.Dialer {
-	return bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
-		conn, err := c.Dial(ctx, id, h)
-		if err != nil {
-			return nil, err
-		}
-		return conn, nil
-	})
-}
+func (c *Client) Dialer() bus.Dialer { return bus.DialerOf(c.Dial) }
 
 func (c *Client) forget(conn *Conn) {
 	c.mu.Lock()
