@@ -92,9 +92,13 @@ type Conn interface {
 	// (QoS 1: PUBACK, QoS 2: PUBCOMP, QoS 0: written; HTTP: 2xx). An error wrapping
 	// ErrUnknownOutcome means the outcome is unknown (timeout).
 	Publish(ctx context.Context, topic string, payload []byte) error
-	// Subscribe adds topics to this connection's subscription and returns once it is
-	// confirmed (MQTT SUBACK) or started (long-poll). Later deliveries go to the Handler.
-	// Reconnects re-subscribe by themselves.
+	// Subscribe adds topics to this connection's subscription: the topics of every
+	// earlier Subscribe stay subscribed (a second call never replaces the first), and
+	// a topic given again is still delivered once. It returns once the subscription
+	// is confirmed (MQTT SUBACK) or started (long-poll: the poll on the whole set is
+	// under way; bus.Subscribed follows once its request is written). Later
+	// deliveries go to the Handler. Reconnects re-subscribe to every topic by
+	// themselves. internal/bustest checks all of this on every transport.
 	Subscribe(ctx context.Context, topics []string) error
 	// Close stops everything at once: open polls are cut, pending retries cancelled.
 	// It waits for the connection's goroutines to end.
@@ -111,6 +115,18 @@ type DialFunc func(ctx context.Context, id string, h Handler) (Conn, error)
 
 // Dial calls f.
 func (f DialFunc) Dial(ctx context.Context, id string, h Handler) (Conn, error) { return f(ctx, id, h) }
+
+// DialerOf adapts a transport's Dial, which returns its concrete connection
+// type, to Dialer (without turning a nil *Conn into a non-nil Conn).
+func DialerOf[C Conn](dial func(context.Context, string, Handler) (C, error)) Dialer {
+	return DialFunc(func(ctx context.Context, id string, h Handler) (Conn, error) {
+		c, err := dial(ctx, id, h)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	})
+}
 
 var (
 	// ErrUnknownOutcome marks a publish whose outcome is unknown (timed out after sending).

@@ -27,6 +27,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -97,7 +98,15 @@ func New(cfg Config) (*Client, error) {
 		pool:      newPubPool(cfg.MaxConns),
 	}
 	if t.tls {
-		c.tlsConf = &tls.Config{ServerName: t.name, InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12} //nolint:gosec // Insecure is the user's explicit switch
+		var pool *x509.CertPool // nil: the system pool
+		if cfg.CAFile != "" {
+			p, err := bus.LoadCAFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("longpoll: %w", err)
+			}
+			pool = p
+		}
+		c.tlsConf = &tls.Config{RootCAs: pool, ServerName: t.name, InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12} //nolint:gosec // Insecure is the user's explicit switch
 	}
 	if len(cfg.SourceAddrs) == 0 {
 		c.dialers = []net.Dialer{{Timeout: cfg.PublishTimeout}}
@@ -189,15 +198,7 @@ func (c *Client) Dial(ctx context.Context, id string, h bus.Handler) (*Conn, err
 }
 
 // Dialer returns c as a bus.Dialer.
-func (c *Client) Dialer() bus.Dialer {
-	return bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
-		conn, err := c.Dial(ctx, id, h)
-		if err != nil {
-			return nil, err
-		}
-		return conn, nil
-	})
-}
+func (c *Client) Dialer() bus.Dialer { return bus.DialerOf(c.Dial) }
 
 func (c *Client) forget(conn *Conn) {
 	c.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
+	"github.com/eventswarm/eventswarm/internal/bus"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
@@ -39,6 +40,9 @@ type Config struct {
 	// URL's path (defaults "pub/" and "sub/"): POST <url>/pub/<channel>,
 	// GET <url>/sub/<ch1>,<ch2>.
 	PubPath, SubPath string
+	// CAFile is a PEM bundle of CA certificates trusted for https targets;
+	// empty means the system pool. Verification is on unless Insecure is set.
+	CAFile string
 	// Insecure skips TLS certificate verification (https targets only).
 	Insecure bool
 	// MaxConns caps the connections of the shared publish client (default 4096;
@@ -101,6 +105,11 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, err := parseTarget(c.URL); err != nil {
 		errs = append(errs, err)
+	}
+	if c.CAFile != "" {
+		if _, err := bus.LoadCAFile(c.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("longpoll: %w", err))
+		}
 	}
 	if err := checkPath(c.PubPath); err != nil {
 		errs = append(errs, fmt.Errorf("longpoll: --pub-path: %w", err))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +31,7 @@ type Conn struct {
 	cancel context.CancelFunc
 
 	subMu sync.Mutex // serialises Subscribe and Close
+	chans []string   // the channel set, every Subscribe's channels (guarded by subMu)
 
 	mu     sync.Mutex
 	closed bool
@@ -43,8 +45,9 @@ var _ bus.Conn = (*Conn)(nil)
 // error wrapping bus.ErrUnknownOutcome when the request was written but no
 // answer came (timeout, connection lost); any other error means nothing was
 // published. ctx's deadline (if earlier than PublishTimeout) bounds the request;
-// a cancellation is only seen before the request starts, since fasthttp has no
-// per-request cancel. Publish never retries. Every publish not refused up front
+// a cancellation of ctx is only seen before the request starts, since fasthttp
+// has no per-request cancel, but Close (or the end of the Conn's context) cuts
+// a request in flight at once. Publish never retries. Every publish not refused up front
 // (bad channel, closed Conn, ended ctx) is reported as a bus.Published event.
 func (c *Conn) Publish(ctx context.Context, channel string, payload []byte) error {
 	if err := checkChannel(channel); err != nil {
@@ -61,7 +64,7 @@ func (c *Conn) Publish(ctx context.Context, channel string, payload []byte) erro
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	status, err := c.c.runPublish(deadline, channel, payload)
+	status, err := c.c.runPublish(c.ctx, deadline, channel, payload)
 	end := time.Now()
 	c.h.HandleEvent(bus.Event{Kind: bus.Published, At: end, Err: err, Status: status, Latency: end.Sub(start)})
 	return err
@@ -73,7 +76,7 @@ var pathPool = sync.Pool{New: func() any { b := make([]byte, 0, 128); return &b 
 // itself (AcquireConn, write, read) rather than HostClient.Do so it knows
 // whether the request was written: that is the line between "not published"
 // and "outcome unknown".
-func (c *Client) publish(deadline time.Time, channel string, payload []byte) (int, error) {
+func (c *Client) publish(ctx context.Context, deadline time.Time, channel string, payload []byte) (int, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -97,6 +100,15 @@ func (c *Client) publish(deadline time.Time, channel string, payload []byte) (in
 	}
 	nc := cc.Conn()
 	_ = nc.SetDeadline(deadline)
+	// The Conn closing cuts the request: a deadline in the past ends the write
+	// or read at once. The connection is not reused after a cut.
+	cut := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	closed := func(err error) error {
+		if !cut() {
+			return fmt.Errorf("%w (%w)", err, ErrClosed)
+		}
+		return err
+	}
 	bw := hc.AcquireWriter(nc)
 	err = req.Write(bw)
 	if err == nil {
@@ -106,7 +118,7 @@ func (c *Client) publish(deadline time.Time, channel string, payload []byte) (in
 	if err != nil {
 		// Some bytes never left: the server cannot have a whole request.
 		hc.CloseConn(cc)
-		return 0, fmt.Errorf("longpoll: publish %q: write: %w", channel, err)
+		return 0, closed(fmt.Errorf("longpoll: publish %q: write: %w", channel, err))
 	}
 	br := hc.AcquireReader(nc)
 	err = resp.ReadLimitBody(br, 1<<20)
@@ -116,7 +128,10 @@ func (c *Client) publish(deadline time.Time, channel string, payload []byte) (in
 		if errors.Is(err, io.EOF) {
 			err = fasthttp.ErrConnectionClosed
 		}
-		return 0, fmt.Errorf("longpoll: publish %q: %w: %w", channel, bus.ErrUnknownOutcome, err)
+		return 0, closed(fmt.Errorf("longpoll: publish %q: %w: %w", channel, bus.ErrUnknownOutcome, err))
+	}
+	if !cut() {
+		resp.SetConnectionClose() // cut after the answer: the deadline is spoiled
 	}
 	if resp.ConnectionClose() {
 		hc.CloseConn(cc)
@@ -130,11 +145,14 @@ func (c *Client) publish(deadline time.Time, channel string, payload []byte) (in
 	return st, nil
 }
 
-// Subscribe sets this Conn's channel set (1 to MaxChannels names without '/',
-// ',', '?', '#', '%', spaces or control characters) and starts its poll loop,
-// or restarts it if one runs: the open poll is cut and the new set starts
-// without a cursor (ids are per set). It does no network I/O itself; the loop
-// reports bus.Subscribed once its first poll request is written.
+// Subscribe adds channels (names without '/', ',', '?', '#', '%', spaces or
+// control characters) to this Conn's channel set, as bus.Conn says, and
+// starts its poll loop on the whole set, or restarts it if one runs: the open
+// poll is cut and the new set starts without a cursor (ids are per set). A
+// call that adds nothing new leaves the running loop alone. The set holds at
+// most MaxChannels names (one poll multiplexes them all). It does no network
+// I/O itself; the loop reports bus.Subscribed once its first poll request is
+// written.
 func (c *Conn) Subscribe(ctx context.Context, channels []string) error {
 	if len(channels) == 0 || len(channels) > MaxChannels {
 		return fmt.Errorf("longpoll: subscribe: want 1 to %d channels, got %d", MaxChannels, len(channels))
@@ -153,8 +171,21 @@ func (c *Conn) Subscribe(ctx context.Context, channels []string) error {
 	}
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
+	set := c.chans
+	for _, ch := range channels {
+		if !slices.Contains(set, ch) {
+			set = append(slices.Clip(set), ch)
+		}
+	}
+	if len(set) > MaxChannels {
+		return fmt.Errorf("longpoll: subscribe: want at most %d channels on one Conn, got %d", MaxChannels, len(set))
+	}
 	c.mu.Lock()
 	old, closed := c.loop, c.closed
+	if old != nil && len(set) == len(c.chans) && !closed {
+		c.mu.Unlock()
+		return nil // nothing new: the running loop already polls every channel
+	}
 	c.loop = nil
 	c.mu.Unlock()
 	if closed || c.ctx.Err() != nil {
@@ -163,7 +194,8 @@ func (c *Conn) Subscribe(ctx context.Context, channels []string) error {
 	if old != nil {
 		old.stop()
 	}
-	l := c.newLoop(strings.Join(channels, ","))
+	c.chans = set
+	l := c.newLoop(strings.Join(set, ","))
 	c.mu.Lock()
 	c.loop = l
 	c.mu.Unlock()

@@ -354,7 +354,10 @@ func TestSubscribeValidation(t *testing.T) {
 	}
 }
 
-func TestResubscribeDropsCursor(t *testing.T) {
+// TestSecondSubscribeAdds: a second Subscribe adds its channels (bus.Conn's
+// contract): the poll restarts on the whole set, without a cursor (ids are per
+// set), and both channels deliver.
+func TestSecondSubscribeAdds(t *testing.T) {
 	f := newFakeNchan(t, time.Minute)
 	c := newClient(t, Config{URL: f.URL()})
 	conn, rec := dial(t, c, "s")
@@ -366,23 +369,30 @@ func TestResubscribeDropsCursor(t *testing.T) {
 	waitUntil(t, "a1", func() bool { return len(rec.messages()) == 1 })
 	waitUntil(t, "poll with cursor", func() bool { return f.waitingOn("a") > 0 })
 	n := len(f.cursorLog())
-	subscribed(t, f, conn, "b")
-	waitUntil(t, "old poll cut", func() bool { return f.waitingOn("a") == 0 })
+	subscribed(t, f, conn, "b") // waits for a poll held on b: the new set's
 	if err := pub.Publish(context.Background(), "a", []byte("a2")); err != nil {
 		t.Fatal(err)
 	}
+	waitUntil(t, "a2", func() bool { return len(rec.messages()) == 2 })
 	if err := pub.Publish(context.Background(), "b", []byte("b1")); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "b1", func() bool { return len(rec.messages()) == 2 })
-	if got := rec.messages(); got[1] != "b1" {
-		t.Errorf("got %q, want [a1 b1]", got)
+	waitUntil(t, "b1", func() bool { return len(rec.messages()) == 3 })
+	if got := strings.Join(rec.messages(), " "); got != "a1 a2 b1" {
+		t.Errorf("got %q, want %q", got, "a1 a2 b1")
 	}
 	if cur := f.cursorLog()[n]; cur.etag != "" || cur.lm != "" {
 		t.Errorf("first poll of the new set sent cursor %+v, want none", cur)
 	}
 	if n := rec.count(bus.Subscribed); n != 2 {
 		t.Errorf("got %d Subscribed events, want 2", n)
+	}
+	// Nothing new: the loop is left alone (no new poll set, no Subscribed).
+	if err := conn.Subscribe(context.Background(), []string{"b", "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.count(bus.Subscribed); n != 2 {
+		t.Errorf("after a Subscribe adding nothing: %d Subscribed events, want 2", n)
 	}
 }
 

@@ -1,6 +1,7 @@
 package longpoll
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -17,6 +18,7 @@ func maxPubWorkers(maxConns int) int { return min(max(maxConns/16, 64), 256) }
 
 // pubReq is one publish handed to a publisher goroutine.
 type pubReq struct {
+	ctx      context.Context // the publishing Conn's lifetime: its end cuts the request
 	deadline time.Time
 	channel  string
 	payload  []byte
@@ -43,9 +45,9 @@ func newPubPool(maxConns int) *pubPool {
 }
 
 // runPublish does c.publish on a publisher goroutine and returns its result.
-func (c *Client) runPublish(deadline time.Time, channel string, payload []byte) (int, error) {
+func (c *Client) runPublish(ctx context.Context, deadline time.Time, channel string, payload []byte) (int, error) {
 	r := pubReqPool.Get().(*pubReq)
-	r.deadline, r.channel, r.payload = deadline, channel, payload
+	r.ctx, r.deadline, r.channel, r.payload = ctx, deadline, channel, payload
 	c.pool.submit(c, r)
 	<-r.done
 	status, err := r.status, r.err
@@ -73,7 +75,7 @@ func (p *pubPool) submit(c *Client, r *pubReq) {
 }
 
 func serve(c *Client, r *pubReq) {
-	r.status, r.err = c.publish(r.deadline, r.channel, r.payload)
+	r.status, r.err = c.publish(r.ctx, r.deadline, r.channel, r.payload)
 	r.done <- struct{}{}
 }
 

@@ -3,16 +3,8 @@ package mqtt
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +16,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 func TestCheck(t *testing.T) {
@@ -68,63 +61,9 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// testPKI is a CA and a server certificate for 127.0.0.1, made for one test.
-type testPKI struct {
-	caFile string
-	server tls.Certificate
-}
-
-func newPKI(t *testing.T) testPKI {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "eventswarm test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return testPKI{caFile: caFile, server: tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}}
-}
-
 func TestTLS(t *testing.T) {
-	pki := newPKI(t)
-	b := startBroker(t, brokerOpts{tls: &tls.Config{Certificates: []tls.Certificate{pki.server}, MinVersion: tls.VersionTLS12}})
+	pki := bustest.NewPKI(t)
+	b := startBroker(t, brokerOpts{tls: pki.ServerTLS()})
 	url := "mqtts://" + b.addr
 	tests := []struct {
 		name string
@@ -133,7 +72,7 @@ func TestTLS(t *testing.T) {
 	}{
 		{"verification on by default", Config{URL: url}, bus.ErrRefused},
 		{"ssl alias, verification on", Config{URL: "ssl://" + b.addr}, bus.ErrRefused},
-		{"CA file", Config{URL: url, CAFile: pki.caFile}, nil},
+		{"CA file", Config{URL: url, CAFile: pki.CAFile}, nil},
 		{"insecure", Config{URL: url, Insecure: true}, nil},
 		{"plain MQTT to the TLS port", Config{URL: "mqtt://" + b.addr, ConnectTimeout: 2 * time.Second}, bus.ErrProtocol},
 	}

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
+	"github.com/eventswarm/eventswarm/internal/bus"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
@@ -196,13 +196,9 @@ func parseURL(raw string) (endpoint, error) {
 
 // loadCAFile reads a PEM bundle into a pool; it fails when no certificate is found.
 func loadCAFile(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+	pool, err := bus.LoadCAFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("mqtt: --ca-file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("mqtt: --ca-file %q holds no PEM certificate", path)
+		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 	return pool, nil
 }

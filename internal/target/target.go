@@ -157,16 +157,16 @@ func Open(cfg Config) (*Target, error) {
 			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
 		})
 		if err == nil {
-			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, dialerOf(c.Dial)
+			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)
 		}
 	default:
 		var c *longpoll.Client
 		c, err = longpoll.New(longpoll.Config{
-			URL: url, PubPath: cfg.PubPath, SubPath: cfg.SubPath, Insecure: cfg.Insecure,
+			URL: url, PubPath: cfg.PubPath, SubPath: cfg.SubPath, CAFile: cfg.CAFile, Insecure: cfg.Insecure,
 			PublishTimeout: cfg.PublishTimeout, Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
 		})
 		if err == nil {
-			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, dialerOf(c.Dial)
+			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)
 		}
 	}
 	if err != nil {
@@ -200,18 +200,6 @@ func (t *Target) Close() {
 		t.closers[i]()
 	}
 	t.closers = nil
-}
-
-// dialerOf adapts a transport's Dial, which returns its concrete connection
-// type, to bus.Dialer (without turning a nil *Conn into a non-nil bus.Conn).
-func dialerOf[C bus.Conn](dial func(context.Context, string, bus.Handler) (C, error)) bus.Dialer {
-	return bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
-		c, err := dial(ctx, id, h)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	})
 }
 
 func redact(raw string) string {

@@ -1,0 +1,38 @@
+package mqtt
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/bustest"
+	"github.com/eventswarm/eventswarm/internal/localbus"
+)
+
+// conformanceDialer is what bustest.Transport asks for: QoS 1, quick
+// reconnects, and a publish timeout far beyond the suite's hang guard.
+func conformanceDialer(t *testing.T, addr string) bus.Dialer {
+	return bus.DialerOf(newClient(t, Config{
+		URL: "mqtt://" + addr, QoS: 1, QoSSet: true, PublishTimeout: 10 * time.Minute, Backoff: fastBackoff,
+	}).Dial)
+}
+
+// TestConformance runs the bus.Conn suite against the embedded bus's MQTT broker.
+func TestConformance(t *testing.T) {
+	lb, err := localbus.Start(localbus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lb.Close() })
+	bustest.Run(t, bustest.Transport{Addr: lb.MQTTAddr(), Dialer: conformanceDialer})
+}
+
+// TestMosquittoConformance runs the suite against a real Mosquitto (EVENTSWARM_MOSQUITTO).
+func TestMosquittoConformance(t *testing.T) {
+	addr := os.Getenv("EVENTSWARM_MOSQUITTO")
+	if addr == "" {
+		t.Skip("set EVENTSWARM_MOSQUITTO=host:port (see .ci/run) to run against Mosquitto")
+	}
+	bustest.Run(t, bustest.Transport{Addr: addr, Dialer: conformanceDialer})
+}
