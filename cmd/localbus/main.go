@@ -1,7 +1,9 @@
 // Command localbus runs eventswarm's embedded bus on its own: a long-poll
 // server speaking Nchan's protocol and an MQTT broker, on loopback by default.
 // Use it to measure probe or swarm without the bus in the same process, or to
-// hold more sockets than one process may open.
+// hold more sockets than one process may open. It runs until SIGINT/SIGTERM
+// (a second one exits at once with 130); exit codes as probe's: 2 for a usage
+// error, 4 when the bus cannot start.
 package main
 
 import (
@@ -11,39 +13,39 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"github.com/eventswarm/eventswarm/cmd/internal/cli"
 	"github.com/eventswarm/eventswarm/internal/localbus"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+func main() {
+	cli.IgnoreSIGPIPE()
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, true))
+}
 
-func run(args []string, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSignals bool) int {
 	var cfg localbus.Config
 	fs := flag.NewFlagSet("localbus", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "long-poll listen address (- disables)")
 	fs.StringVar(&cfg.MQTTAddr, "mqtt", "127.0.0.1:1883", "MQTT listen address (- disables)")
 	fs.DurationVar(&cfg.Hold, "hold", 25*time.Second, "long-poll hold before 408")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: localbus [flags]  — runs the embedded bus until SIGINT/SIGTERM")
-		fs.SetOutput(stderr)
-		fs.PrintDefaults()
+	err := cli.ParseArgs(fs, "localbus", "Runs the embedded bus (Nchan-protocol long-poll and MQTT) until SIGINT/SIGTERM.", args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return cli.ExitPass
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return 0
-		}
-		fmt.Fprintf(stderr, "localbus: %v (run localbus -h for the flags)\n", err)
-		return 2
+	if err == nil && cfg.Hold <= 0 {
+		err = cli.Usage(fmt.Errorf("localbus: --hold must be > 0, got %v", cfg.Hold))
+	}
+	if err != nil {
+		cli.PrintErr(stderr, "localbus", err)
+		return cli.Code(err)
 	}
 	b, err := localbus.Start(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "localbus: %v\n", err)
-		return 4
+		err = cli.CouldNotRun(err)
+		cli.PrintErr(stderr, "localbus", err)
+		return cli.Code(err)
 	}
 	defer b.Close()
 	if cfg.HTTPAddr != "-" {
@@ -52,8 +54,14 @@ func run(args []string, stderr io.Writer) int {
 	if cfg.MQTTAddr != "-" {
 		fmt.Fprintf(stderr, "localbus: MQTT on mqtt://%s\n", b.MQTTAddr())
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	if handleSignals {
+		defer cli.OnSignals(func() {
+			fmt.Fprintln(stderr, "localbus: stopping (signal again to exit at once)")
+			stop()
+		})()
+	}
 	<-ctx.Done()
-	return 0
+	return cli.ExitPass
 }

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -219,3 +220,70 @@ func TestExitCodeTable(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestClosedStdoutKeepsTheReport: probe … | tee, then Ctrl-C: tee dies
+// first, probe's stdout is a closed pipe. probe must not die of SIGPIPE
+// (exit 141): it exits 3 (interrupted) and still writes its report files.
+func TestClosedStdoutKeepsTheReport(t *testing.T) {
+	for _, prog := range []string{"probe", "swarm"} {
+		t.Run(prog, func(t *testing.T) {
+			dir := t.TempDir()
+			jsonPath, htmlPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
+			args := []string{"--duration", "60s", "--latency", "1s", "--lost-after", "2s", "--grace", "100ms", "--json", jsonPath, "--html", htmlPath}
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr.Close() // the reader (tee) is gone before anything is written
+			cmd := exec.Command(filepath.Join(bin, prog), args...)
+			cmd.Stdout = pw
+			var stderr lockedBuffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pw.Close()
+			deadline := time.Now().Add(60 * time.Second)
+			for !strings.Contains(stderr.String(), prog+": run ") && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(time.Second)
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			timer := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
+			defer timer.Stop()
+			err = cmd.Wait()
+			var ee *exec.ExitError
+			code := 0
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			}
+			if code != 3 {
+				t.Fatalf("exit %d (%v), want 3 (interrupted)\nstderr:\n%s", code, err, stderr.String())
+			}
+			for _, p := range []string{jsonPath, htmlPath} {
+				b, err := os.ReadFile(p)
+				if err != nil || !bytes.Contains(b, []byte("inconclusive")) {
+					t.Errorf("%s: %v; want a report saying inconclusive", p, err)
+				}
+			}
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while exec writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
