@@ -90,10 +90,14 @@ func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
 		t.Run("protocol="+proto, func(t *testing.T) {
 			t.Parallel()
 			cfg := fastConfig()
+			// Bounds far from every injected delay and from what a loaded
+			// machine adds to an undelayed delivery (the faults decide the
+			// split, not the machine): on time ≤ 2s < 4s delay (slow) ≤ 6s
+			// lost-after < 7s delay (lost and late) < 9s drain end.
+			cfg.Ledger.Latency, cfg.Ledger.LostAfter, cfg.Ledger.Grace = 2*time.Second, 6*time.Second, 3*time.Second
 			faults := localbus.Faults{
 				Seed: 7, Drop: 0.04, Duplicate: 0.05, Delay: 0.08,
-				// 1s: slow (500ms < d ≤ 1.5s); 1.7s: lost and late (arrives before the drain ends at 2s).
-				Delays: []time.Duration{time.Second, 1700 * time.Millisecond},
+				Delays: []time.Duration{4 * time.Second, 7 * time.Second},
 				Skip:   verify.IsMarker,
 			}
 			out, tgt := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
@@ -176,7 +180,6 @@ func realBusPasses(t *testing.T, out probe.Outcome) {
 	if out.Verdict != verify.Pass || c.Lost != 0 || c.Duplicates != 0 || c.Expected == 0 {
 		t.Fatalf("verdict %s (%s), counts %+v: want pass with no loss or duplicate", out.Verdict, out.Reason, c)
 	}
-	if out.LatencyMS.P99 > 500 {
-		t.Fatalf("p99 %.1fms on loopback, want < 500ms", out.LatencyMS.P99)
-	}
+	// No latency bound beyond the verdict's own gate: a loaded machine, not
+	// the bus, would decide it.
 }
