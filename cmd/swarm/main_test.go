@@ -16,10 +16,11 @@ import (
 var fast = []string{"--users", "12", "--spawn-rate", "100", "--duration", "1500ms", "--weights", "learner=5,proctor=1",
 	"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms", "--learners-per-proctor", "5",
 	"--proctor-timeout", "1s", "--latency", "1500ms", "--lost-after", "3s", "--grace", "200ms", "--quiet",
-	// Runs this short verify 85-98% of their messages (the first events of a
-	// learner precede its proctor's confirmed subscription): a gate far from
-	// that, so that machine load cannot decide the verdict.
-	"--min-coverage", "0.5"}
+	// Runs this short verify 40-98% of their messages, as machine load decides
+	// (a learner's first events can precede its proctor's confirmed
+	// subscription): the coverage gate is off here and tested where the code
+	// decides it (no proctor at all: TestExitCodeTable, verify's ledger tests).
+	"--min-coverage", "0"}
 
 func TestBadInput(t *testing.T) {
 	tests := []struct {

@@ -147,7 +147,7 @@ func TestExitCodeTable(t *testing.T) {
 	probeFast := []string{"--duration", "2s", "--warmup", "0s", "--latency", "2s", "--lost-after", "5s", "--grace", "200ms", "--quiet"}
 	swarmFast := []string{"--users", "12", "--spawn-rate", "100", "--duration", "1500ms", "--weights", "learner=5,proctor=1",
 		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms",
-		"--proctor-timeout", "1s", "--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0.5"}
+		"--proctor-timeout", "1s", "--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0"}
 	shard := func(name string) string { return filepath.Join(dir, name+".json") }
 	runID := "0123456789abcdef0123456789abcdef"
 	cat := func(a []string, b ...string) []string { return append(append([]string(nil), a...), b...) }
@@ -176,13 +176,13 @@ func TestExitCodeTable(t *testing.T) {
 		{"swarm lost", "swarm", cat(swarmFast, "--fault-drop", "0.3", "--shard-file", shard("fail"), "--run-id", runID), 0, 1, "lost"},
 		{"swarm shards 0", "swarm", []string{"--shards", "0"}, 0, 2, "`--shards 0`"},
 		{"swarm html is a directory", "swarm", []string{"--html", dir}, 0, 2, "`--html /tmp`"},
-		{"swarm nothing verified", "swarm", cat(swarmFast, "--weights", "learner=1", "--shard-file", shard("uncovered"), "--run-id", runID), 0, 3, "coverage below `--min-coverage`"},
+		{"swarm nothing verified", "swarm", cat(swarmFast, "--min-coverage", "0.95", "--weights", "learner=1", "--shard-file", shard("uncovered"), "--run-id", runID), 0, 3, "coverage below `--min-coverage`"},
 		{"swarm interrupted", "swarm", cat(swarmFast[6:], "--users", "12", "--spawn-rate", "100", "--duration", "60s", "--shard-file", shard("interrupted"), "--run-id", runID), time.Second, 3, "interrupted run"},
 		{"swarm unreachable", "swarm", []string{"--target", "mqtt://" + dead, "--users", "1"}, 0, 4, "target unreachable"},
 
-		{"merge pass", "swarm", []string{"merge", "--min-coverage", "0.5", shard("pass")}, 0, 0, "every gate passed"},
-		{"merge lost", "swarm", []string{"merge", "--min-coverage", "0.5", shard("fail")}, 0, 1, "lost"},
-		{"merge nothing verified", "swarm", []string{"merge", shard("uncovered")}, 0, 3, "coverage below `--min-coverage`"},
+		{"merge pass", "swarm", []string{"merge", "--min-coverage", "0", shard("pass")}, 0, 0, "every gate passed"},
+		{"merge lost", "swarm", []string{"merge", "--min-coverage", "0", shard("fail")}, 0, 1, "lost"},
+		{"merge nothing verified", "swarm", []string{"merge", "--min-coverage", "0.95", shard("uncovered")}, 0, 3, "coverage below `--min-coverage`"},
 		{"merge incomplete shard", "swarm", []string{"merge", shard("interrupted")}, 0, 2, "invalid set of shard files"},
 		{"merge missing file", "swarm", []string{"merge", shard("none")}, 0, 2, "invalid set of shard files"},
 		{"merge json in /proc", "swarm", []string{"merge", "--json", "/proc/nope.json", shard("pass")}, 0, 2, "`--json /proc/x.json`"},
