@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 // fakeNchan is a small server speaking Nchan's long-poll protocol on loopback,
@@ -289,11 +290,5 @@ func (r *recorder) eventsOf(k bus.EventKind) []bus.Event {
 // waitUntil polls cond until it holds; the bound only turns a hang into a failure.
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	bustest.Eventually(t, what, cond)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 // brokerOpts configures the in-process test broker (mochi-mqtt).
@@ -223,13 +224,7 @@ func (r *recorder) eventsOf(k bus.EventKind) []bus.Event {
 // pollUntil polls cond until it holds; it fails the test after a long bound.
 func pollUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	bustest.Eventually(t, what, cond)
 }
 
 // waitGoroutines polls until the goroutine count is back to at most base.
