@@ -74,5 +74,12 @@ func (r *Recorder) Events(k bus.EventKind) []bus.Event {
 	return out
 }
 
+// All is every event, in order.
+func (r *Recorder) All() []bus.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]bus.Event(nil), r.events...)
+}
+
 // NumEvents is how many events of kind k came.
 func (r *Recorder) NumEvents(k bus.EventKind) int { return len(r.Events(k)) }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 // startBus starts a bus on loopback and closes it when the test ends.
@@ -32,13 +34,7 @@ func startBus(t testing.TB, cfg Config) *Bus {
 // eventually polls cond until it holds or 20s pass (a hang guard, not a timing assertion).
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	bustest.Eventually(t, what, cond)
 }
 
 var httpClient = &http.Client{

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 // fakeNchan is a small server speaking Nchan's long-poll protocol on loopback,
@@ -237,63 +238,15 @@ func (f *fakeNchan) cursorLog() []fakeCursor {
 	return append([]fakeCursor(nil), f.cursors...)
 }
 
-// recorder is a bus.Handler that keeps copies of everything it gets.
-type recorder struct {
-	mu     sync.Mutex
-	msgs   []string
-	events []bus.Event
-}
+// recorder is a bus.Handler that keeps copies of everything it gets (bustest.Recorder).
+type recorder struct{ bustest.Recorder }
 
-func (r *recorder) HandleMessage(m bus.Message) {
-	r.mu.Lock()
-	r.msgs = append(r.msgs, string(m.Payload))
-	r.mu.Unlock()
-}
-
-func (r *recorder) HandleEvent(e bus.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-
-func (r *recorder) messages() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.msgs...)
-}
-
-func (r *recorder) count(k bus.EventKind) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.events {
-		if e.Kind == k {
-			n++
-		}
-	}
-	return n
-}
-
-func (r *recorder) eventsOf(k bus.EventKind) []bus.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []bus.Event
-	for _, e := range r.events {
-		if e.Kind == k {
-			out = append(out, e)
-		}
-	}
-	return out
-}
+func (r *recorder) messages() []string                   { return r.Payloads() }
+func (r *recorder) count(k bus.EventKind) int            { return r.NumEvents(k) }
+func (r *recorder) eventsOf(k bus.EventKind) []bus.Event { return r.Events(k) }
 
 // waitUntil polls cond until it holds; the bound only turns a hang into a failure.
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	bustest.Eventually(t, what, cond)
 }

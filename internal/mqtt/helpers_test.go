@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bytes"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 // brokerOpts configures the in-process test broker (mochi-mqtt).
@@ -163,44 +163,17 @@ func (b *broker) kick(t testing.TB, id string) {
 	cl.Stop(io.ErrClosedPipe)
 }
 
-// recorder is a bus.Handler that keeps everything.
-type recorder struct {
-	mu     sync.Mutex
-	msgs   []bus.Message
-	events []bus.Event
-}
+// recorder is a bus.Handler that keeps everything (bustest.Recorder).
+type recorder struct{ bustest.Recorder }
 
-func (r *recorder) HandleMessage(m bus.Message) {
-	m.Payload = bytes.Clone(m.Payload)
-	r.mu.Lock()
-	r.msgs = append(r.msgs, m)
-	r.mu.Unlock()
-}
-
-func (r *recorder) HandleEvent(e bus.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-
-func (r *recorder) messages() []bus.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]bus.Message(nil), r.msgs...)
-}
-
-func (r *recorder) numMessages() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.msgs)
-}
+func (r *recorder) messages() []bus.Message              { return r.Messages() }
+func (r *recorder) numMessages() int                     { return len(r.Messages()) }
+func (r *recorder) eventsOf(k bus.EventKind) []bus.Event { return r.Events(k) }
 
 // kinds lists the connection events (Published left out), in order.
 func (r *recorder) kinds() []bus.EventKind {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var ks []bus.EventKind
-	for _, e := range r.events {
+	for _, e := range r.All() {
 		if e.Kind != bus.Published {
 			ks = append(ks, e.Kind)
 		}
@@ -208,28 +181,10 @@ func (r *recorder) kinds() []bus.EventKind {
 	return ks
 }
 
-func (r *recorder) eventsOf(k bus.EventKind) []bus.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var es []bus.Event
-	for _, e := range r.events {
-		if e.Kind == k {
-			es = append(es, e)
-		}
-	}
-	return es
-}
-
 // pollUntil polls cond until it holds; it fails the test after a long bound.
 func pollUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	bustest.Eventually(t, what, cond)
 }
 
 // waitGoroutines polls until the goroutine count is back to at most base.
