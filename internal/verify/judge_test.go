@@ -104,3 +104,21 @@ func TestGatesValidateRejectsNaN(t *testing.T) {
 		t.Errorf("DefaultGates: %v", err)
 	}
 }
+
+// A closed subscriber stays attached while its stream may still attempt a
+// seq due before the close: every seq so far being final is not enough (a
+// late publisher's next message, due before the close, was once counted as
+// extra instead of expected).
+func TestClosedSubscriberKeepsLateSeq(t *testing.T) {
+	x := newScen(t, Config{}, 1)
+	x.publish(1, 1*sec, PublishOK)
+	x.deliver(0, 1, 1*sec+ms1)
+	x.l.Advance(20 * sec) // seq 1 final
+	x.subs[0].Close(25 * sec)
+	x.l.Advance(21 * sec) // reaps what it may
+	x.publish(2, 22*sec, PublishOK)
+	if a := x.deliver(0, 2, 22*sec+ms1); a != Recorded {
+		t.Fatalf("Deliver = %v, want recorded", a)
+	}
+	x.check(x.l.Finish(60*sec, true), plus(Counts{Expected: 2, OnTime: 2}, pub(2, 0, 0)), Pass)
+}

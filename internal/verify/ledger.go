@@ -128,7 +128,7 @@ func (l *Ledger) Stream(publisher, stream uint32) *StreamRecorder {
 func (l *Ledger) stream(key uint64) *StreamRecorder {
 	p := l.streams[key]
 	if p == nil {
-		p = &StreamRecorder{l: l, key: key, base: 1}
+		p = &StreamRecorder{l: l, key: key, base: 1, lastIntended: math.MinInt64}
 		l.streams[key] = p
 		l.live = append(l.live, p)
 	}
@@ -510,7 +510,14 @@ func (l *Ledger) reapSubscribers() {
 		for _, ss := range list {
 			p := ss.st
 			p.mu.Lock()
-			if p.released || p.base > p.hi.Load() || p.rec(p.base).intended >= at {
+			// Free ss once nothing it expects can still come: every seq is
+			// final and no later attempt can be due before at (the stream is
+			// closed, or its latest attempt is already at or after at: intended
+			// times never decrease), or the oldest non-final seq is due at or
+			// after at. (Freeing it as soon as every seq so far was final lost
+			// the expectation of a seq attempted later but due before at.)
+			drained := p.base > p.hi.Load()
+			if p.released || (drained && (p.closed || p.lastIntended >= at)) || (!drained && p.rec(p.base).intended >= at) {
 				for j, x := range p.subs {
 					if x == ss {
 						last := len(p.subs) - 1

@@ -42,7 +42,11 @@ type StreamRecorder struct {
 	base     uint64   // lowest seq that is not final; every seq below it is final
 	recs     []pubRec // ring: seq s lives at recs[s&(len-1)], covering [base, hi]
 	closed   bool
-	released bool         // closed and final: recs and the subscribers' rings are freed
+	// lastIntended is the intended send time of the latest attempt (-1:
+	// none). A stream's intended times never decrease, so no later attempt
+	// can be due before it.
+	lastIntended int64
+	released     bool // closed and final: recs and the subscribers' rings are freed
 	subs     []*subStream // subscribers that expect or received this stream
 
 	// finMu guards the final sets below; a leaf lock (Deliver takes it for
@@ -97,6 +101,7 @@ func (p *StreamRecorder) Attempt(seq uint64, intended int64) {
 		}
 		return
 	}
+	p.lastIntended = max(p.lastIntended, intended)
 	p.ensure(seq)
 	for s := hi + 1; s < seq; s++ {
 		*p.rec(s) = pubRec{intended: intended, status: stNone}
