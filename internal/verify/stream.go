@@ -38,16 +38,16 @@ type StreamRecorder struct {
 
 	hi atomic.Uint64 // highest attempted seq (read lock-free by Deliver)
 
-	mu       sync.Mutex
-	base     uint64   // lowest seq that is not final; every seq below it is final
-	recs     []pubRec // ring: seq s lives at recs[s&(len-1)], covering [base, hi]
-	closed   bool
+	mu     sync.Mutex
+	base   uint64   // lowest seq that is not final; every seq below it is final
+	recs   []pubRec // ring: seq s lives at recs[s&(len-1)], covering [base, hi]
+	closed bool
 	// lastIntended is the intended send time of the latest attempt (-1:
 	// none). A stream's intended times never decrease, so no later attempt
 	// can be due before it.
 	lastIntended int64
-	released     bool // closed and final: recs and the subscribers' rings are freed
-	subs     []*subStream // subscribers that expect or received this stream
+	released     bool         // closed and final: recs and the subscribers' rings are freed
+	subs         []*subStream // subscribers that expect or received this stream
 
 	// finMu guards the final sets below; a leaf lock (Deliver takes it for
 	// arrivals of final seqs while holding its subscriber's mutex).
