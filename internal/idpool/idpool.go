@@ -167,10 +167,10 @@ func (p *Pool) ReturnLearner(id string) {
 }
 
 // TakeForProctor gives a new proctor n IDs to watch, all distinct: first active
-// IDs no other proctor watches, then active IDs others watch too, then free IDs
-// no proctor watches yet, and when that is still too few, new IDs put on the
-// free list for learners to take. Release them with ReleaseProctor. n <= 0
-// returns nil.
+// IDs no other proctor watches, then active IDs others watch too (at most half
+// of n, see maxShared), then free IDs no proctor watches yet, and when that is
+// still too few, new IDs put on the free list for learners to take. Release
+// them with ReleaseProctor. n <= 0 returns nil.
 func (p *Pool) TakeForProctor(n int) []string {
 	if n <= 0 {
 		return nil
@@ -193,7 +193,9 @@ func (p *Pool) TakeForProctor(n int) []string {
 	// Already-watched active IDs: walk from the end, skipping those just moved
 	// there by this call (they are at the end, after the original entries).
 	orig := p.activeWatched.len() - len(out)
-	for i := orig - 1; i >= 0 && len(out) < n; i-- {
+	shared := 0
+	for i := orig - 1; i >= 0 && len(out) < n && shared < maxShared(n); i-- {
+		shared++
 		e := p.activeWatched.ids[i]
 		e.watchers++
 		out = append(out, e.id)
@@ -224,6 +226,13 @@ func (p *Pool) ReleaseProctor(ids []string) {
 		p.listOf(e).add(e)
 	}
 }
+
+// maxShared is how many already-watched active IDs a proctor of n takes: at
+// most half, so that every proctor also brings IDs nobody watches yet. (Taking
+// as many shared IDs as it could once left later proctors with no new IDs at
+// all, and the learners that came after them unwatched: their traffic was
+// published but never verified.)
+func maxShared(n int) int { return n / 2 }
 
 // Sizes returns the lengths of the free and the active lists.
 func (p *Pool) Sizes() (free, active int) {

@@ -266,3 +266,31 @@ func BenchmarkPool(b *testing.B) {
 		})
 	}
 }
+
+// Later proctors still bring new IDs: a proctor takes at most half its IDs
+// from active ones other proctors already watch, so learners that come later
+// find watched free IDs (every learner is watched, see Gates.MinCoverage).
+func TestProctorsBringNewIDs(t *testing.T) {
+	p := New("x")
+	first := p.TakeForProctor(4)
+	for range 4 {
+		p.TakeLearner() // the first proctor's four IDs are now active and watched
+	}
+	second := p.TakeForProctor(4)
+	shared := 0
+	for _, id := range second {
+		if contains(first, id) {
+			shared++
+		}
+	}
+	if shared != 2 {
+		t.Fatalf("second proctor shares %d of %v with %v; want 2 (half)", shared, second, first)
+	}
+	// The two new IDs are free and watched: the next learners take them.
+	for range 2 {
+		if id := p.TakeLearner(); !contains(second, id) || contains(first, id) {
+			t.Fatalf("learner took %s; want one of the second proctor's new IDs %v", id, second)
+		}
+	}
+	checkInvariants(t, p)
+}
