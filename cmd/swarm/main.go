@@ -74,13 +74,20 @@ type options struct {
 	StartAt time.Time
 	// ConfigHash hashes every flag that must be equal across shards.
 	ConfigHash string
+	// processes is --processes (1: this process runs the users itself);
+	// childFD is --child-fd, set by a --processes parent for its children;
+	// targets are several --target URLs (shard i uses target i mod len).
+	processes int
+	childFD   int
+	targets   []string
+	visited   []visitedFlag
 }
 
 func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var (
 		weights, stages, learnerIvl, controlIvl, drain string
-		shardFlag, startAt, perProctor                 string
+		shardFlag, startAt, perProctor, processes      string
 	)
 	fs := flag.NewFlagSet("swarm", flag.ContinueOnError)
 	o.Register(fs, &o.cfg.Verify)
@@ -103,6 +110,8 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.cfg.Shards, "shards", 1, "number of shards")
 	fs.Uint64Var(&o.cfg.Seed, "seed", 0, "seed of the users' random choices (default random)")
 	fs.StringVar(&o.ShardFile, "shard-file", "", "write this shard's result file (exact counts and histograms, for swarm merge) to FILE, even when interrupted")
+	fs.StringVar(&processes, "processes", "1", "run as N processes of this program (shards of one run, merged live and at the end; past one process's file limit); auto = enough for --users")
+	fs.IntVar(&o.childFD, "child-fd", 0, "internal: the pipe a --processes parent reads this child's progress and result from")
 	fs.StringVar(&startAt, "start-at", "", "absolute start time, RFC 3339 (e.g. 2026-01-02T15:04:05Z): wait until then so all shards start together; default now")
 
 	if err := cli.ParseArgs(fs, "swarm", "Runs weighted learners and proctors against a bus and verifies their own traffic.\nswarm merge [flags] SHARD-FILE... merges the --shard-file results of a distributed run (swarm merge -h).", args, stdout, stderr); err != nil {
@@ -110,6 +119,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.visited = visited(fs)
 	o.ConfigHash = configHash(fs)
 
 	var errs []error
@@ -177,6 +187,21 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 		// The zero run ID means a random one, different on every shard.
 		errs = append(errs, errors.New("swarm: --shard-file with --shards > 1 needs a non-zero --run-id (the same on every shard)"))
 	}
+	if strings.Contains(o.Target.URL, ",") {
+		for _, u := range strings.Split(o.Target.URL, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				o.targets = append(o.targets, u)
+			}
+		}
+		for _, u := range o.targets[1:] {
+			if err := (target.Config{URL: u}).Validate(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(o.targets) > 0 {
+			o.Target.URL = o.targets[0]
+		}
+	}
 	o.Target.Backoff = o.cfg.Backoff
 	run, commonErrs := o.Finish("swarm", o.cfg.Verify)
 	o.cfg.Run = run
@@ -185,6 +210,16 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	if len(errs) == 0 {
 		// Only once each flag parsed: Validate would repeat the problems above.
 		addErr(o.cfg.Validate())
+	}
+	o.processes, err = parseProcesses(processes, o.cfg, o.Target.Protocol())
+	addErr(err)
+	switch {
+	case o.processes > 1 && (set["shards"] || set["shard"] || o.ShardFile != ""):
+		errs = append(errs, errors.New("swarm: --processes makes its own shards: drop --shards, --shard and --shard-file"))
+	case o.processes == 1 && len(o.targets) > 1:
+		errs = append(errs, errors.New("swarm: several --target URLs need --processes N (shard i uses target i mod the number of targets)"))
+	case o.childFD < 0 || o.childFD == 1 || o.childFD == 2:
+		errs = append(errs, fmt.Errorf("swarm: --child-fd %d is not a pipe fd (set by --processes)", o.childFD))
 	}
 	if len(errs) > 0 {
 		return nil, cli.Usage(errors.Join(errs...))
@@ -231,6 +266,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	if err != nil {
 		cli.PrintErr(stderr, "swarm", err)
 		return cli.Code(err)
+	}
+	if o.processes > 1 {
+		return runProcesses(ctx, o, stdout, stderr, handleSignals) // its own signal handling
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -321,6 +359,11 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	if !o.Quiet {
 		wg.Go(func() { live(liveCtx, r, o.Live, stderr) })
 	}
+	var parent *childReporter
+	if o.childFD > 0 {
+		parent = newChildReporter(o.childFD)
+		wg.Go(func() { parent.progressLoop(liveCtx, r) })
+	}
 	var stoppedAt atomic.Int64
 	stopWatch := context.AfterFunc(ctx, func() { stoppedAt.Store(time.Now().UnixNano()) })
 	s, err := r.Run(ctx)
@@ -384,9 +427,17 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 			errs = append(errs, fmt.Errorf("swarm: --html: %w", err))
 		}
 	}
-	if o.ShardFile != "" {
-		if err := writeShardFile(o, cfg, s); err != nil {
+	if o.ShardFile != "" || parent != nil {
+		f, err := shardFileOf(o, cfg, s)
+		switch {
+		case err != nil:
 			errs = append(errs, err)
+		case parent != nil:
+			parent.send(childMsg{Type: "final", Shard: &f})
+		default:
+			if err := report.WriteJSON(o.ShardFile, f); err != nil {
+				errs = append(errs, fmt.Errorf("swarm: --shard-file: %w", err))
+			}
 		}
 	}
 	if runErr != nil {
@@ -465,8 +516,8 @@ func live(ctx context.Context, r *behaviours.Runner, every time.Duration, w io.W
 		ev, ct := p.Streams[behaviours.StreamLearnerToProctor].Counts, p.Streams[behaviours.StreamProctorToLearner].Counts
 		fmt.Fprintf(w, "%s [%s] coverage events %s control %s\n", report.LiveLine(p.Elapsed, p.Result), p.Phase,
 			pctText(ev.Covered, ev.PublishAttempted), pctText(ct.Covered, ct.PublishAttempted))
-		fmt.Fprintf(w, "users %d of %d (peak %d) %s\n", sum(p.Active), p.UsersTarget, p.UsersPeak,
-			report.UsersLine(p.Active, map[string]int{"free": p.PoolFree, "active": p.PoolActive}))
+		fmt.Fprintf(w, "%s; target %d peak %d\n", report.UsersLine(p.Active, map[string]int{"free": p.PoolFree, "active": p.PoolActive}),
+			p.UsersTarget, p.UsersPeak)
 		_ = report.OpsTable(w, p.Ops.Delta(prev))
 		prev = p.Ops
 	}

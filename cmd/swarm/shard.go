@@ -23,7 +23,7 @@ const startAtTolerance = 5 * time.Second
 // the config hash; the password is left out so its hash is not written.
 var perShardFlags = map[string]bool{
 	"shard": true, "shard-file": true, "json": true, "html": true, "live": true, "quiet": true,
-	"pprof": true, "start-at": true, "password": true,
+	"pprof": true, "start-at": true, "password": true, "password-file": true, "target": true, "processes": true, "child-fd": true,
 }
 
 // configHash is a stable hash of every flag value that must be equal across
@@ -62,9 +62,9 @@ func waitUntil(ctx context.Context, t time.Time, w io.Writer) error {
 	return backoff.Sleep(ctx, d)
 }
 
-// writeShardFile writes this shard's result file: both directions pooled,
-// exact counts and the directions' histograms added.
-func writeShardFile(o *options, cfg behaviours.Config, s behaviours.Summary) error {
+// shardFileOf is this shard's result file: both directions pooled, exact
+// counts and the directions' histograms added.
+func shardFileOf(o *options, cfg behaviours.Config, s behaviours.Summary) (report.ShardFile, error) {
 	f := report.ShardFile{
 		RunID: s.Run.String(), Shard: cfg.Shard, Shards: cfg.Shards, ConfigHash: o.ConfigHash,
 		Start: s.Start, End: s.End, Complete: !s.Interrupted, Stats: s.Ops,
@@ -74,19 +74,16 @@ func writeShardFile(o *options, cfg behaviours.Config, s behaviours.Summary) err
 		var d report.ShardFile
 		f.Streams[name] = s.Streams[name].Counts
 		if err := d.SetResult(s.Streams[name]); err != nil {
-			return fmt.Errorf("swarm: --shard-file: %s: %w", name, err)
+			return f, fmt.Errorf("swarm: --shard-file: %s: %w", name, err)
 		}
 		var err error
 		if f.LatencyHist, err = f.LatencyHist.Add(d.LatencyHist); err != nil {
-			return fmt.Errorf("swarm: --shard-file: %s: %w", name, err)
+			return f, fmt.Errorf("swarm: --shard-file: %s: %w", name, err)
 		}
 		if f.LateHist, err = f.LateHist.Add(d.LateHist); err != nil {
-			return fmt.Errorf("swarm: --shard-file: %s: %w", name, err)
+			return f, fmt.Errorf("swarm: --shard-file: %s: %w", name, err)
 		}
 	}
 	f.Counts = s.Result.Counts
-	if err := report.WriteJSON(o.ShardFile, f); err != nil {
-		return fmt.Errorf("swarm: --shard-file: %w", err)
-	}
-	return nil
+	return f, nil
 }

@@ -8,6 +8,7 @@ package exitcodes
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -108,7 +109,7 @@ func execute(t *testing.T, prog string, args []string, interruptAfter time.Durat
 		for sc.Scan() {
 			line := sc.Text()
 			stderr.WriteString(line + "\n")
-			if !once && strings.HasPrefix(line, prog+": run ") {
+			if !once && strings.Contains(line, prog+": run ") {
 				once = true
 				close(started)
 			}
@@ -286,4 +287,115 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// swarm --processes 3 on the embedded bus: the merged counts are the sum of
+// the children's; a child killed mid-run makes the run inconclusive (and
+// stops the others); SIGINT to the parent stops every child and still
+// writes the merged report.
+func TestProcesses(t *testing.T) {
+	fast := []string{"--processes", "3", "--users", "12", "--spawn-rate", "100", "--weights", "learner=5,proctor=1",
+		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms", "--proctor-timeout", "1s",
+		"--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0"}
+	type outcome struct {
+		Verdict  string         `json:"verdict"`
+		Reason   string         `json:"reason"`
+		Counts   map[string]int `json:"counts"`
+		Children []struct {
+			Shard    int            `json:"shard"`
+			Complete bool           `json:"complete"`
+			Counts   map[string]int `json:"counts"`
+			Error    string         `json:"error"`
+		} `json:"children"`
+	}
+	read := func(t *testing.T, path string) outcome {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o outcome
+		if err := json.Unmarshal(b, &o); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return o
+	}
+	t.Run("merged equals the sum", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "r.json")
+		r := execute(t, "swarm", append(fast, "--duration", "1500ms", "--json", path), 0)
+		if r.code != 0 {
+			t.Fatalf("exit %d, want 0\n%s", r.code, r.stderr)
+		}
+		o := read(t, path)
+		if len(o.Children) != 3 {
+			t.Fatalf("%d children in the JSON, want 3", len(o.Children))
+		}
+		for _, k := range []string{"expected", "on_time", "lost", "duplicates", "publish_attempted", "publish_ok", "covered", "extra"} {
+			total := 0
+			for _, c := range o.Children {
+				total += c.Counts[k]
+			}
+			if total != o.Counts[k] {
+				t.Errorf("%s: merged %d, children sum to %d", k, o.Counts[k], total)
+			}
+		}
+		if o.Counts["expected"] == 0 {
+			t.Errorf("nothing expected: the run measured nothing")
+		}
+	})
+	t.Run("a dead child is inconclusive", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "r.json")
+		cmd := exec.Command(filepath.Join(bin, "swarm"), append(fast, "--duration", "60s", "--json", path)...)
+		var stderr lockedBuffer
+		cmd.Stderr, cmd.Stdout = &stderr, &bytes.Buffer{}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		timer := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
+		defer timer.Stop()
+		pidRe := regexp.MustCompile(`shard 1/3 pid (\d+)`)
+		deadline := time.Now().Add(60 * time.Second)
+		var pid int
+		for time.Now().Before(deadline) {
+			s := stderr.String()
+			if m := pidRe.FindStringSubmatch(s); m != nil && strings.Contains(s, "[shard 1] swarm: run ") {
+				pid, _ = strconv.Atoi(m[1])
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if pid == 0 {
+			_ = cmd.Process.Kill()
+			t.Fatalf("shard 1 did not start:\n%s", stderr.String())
+		}
+		time.Sleep(time.Second)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("exit %v, want 3 (a child died)\n%s", err, stderr.String())
+		}
+		o := read(t, path)
+		if o.Verdict != "inconclusive" || !strings.Contains(o.Reason, "shard 1") || !strings.Contains(o.Reason, "died") {
+			t.Errorf("verdict %s (%s), want inconclusive naming the dead shard 1", o.Verdict, o.Reason)
+		}
+	})
+	t.Run("SIGINT stops every child", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "r.json")
+		r := execute(t, "swarm", append(fast, "--duration", "60s", "--json", path), time.Second)
+		if r.code != 3 {
+			t.Fatalf("exit %d, want 3 (interrupted)\n%s", r.code, r.stderr)
+		}
+		o := read(t, path)
+		if o.Verdict != "inconclusive" || len(o.Children) != 3 {
+			t.Errorf("verdict %s, %d children; want inconclusive and 3", o.Verdict, len(o.Children))
+		}
+		for _, c := range o.Children {
+			if c.Complete {
+				t.Errorf("shard %d complete after SIGINT; want interrupted", c.Shard)
+			}
+		}
+	})
 }
