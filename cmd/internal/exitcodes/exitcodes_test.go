@@ -171,7 +171,7 @@ func TestExitCodeTable(t *testing.T) {
 		{"probe mqtt url with a path", "probe", []string{"--target", "mqtt://" + dead + "/x"}, 0, 2, "MQTT URL with a path"},
 		{"probe missing ca file", "probe", []string{"--target", "mqtts://" + dead, "--ca-file", filepath.Join(dir, "none.pem")}, 0, 2, "missing `--ca-file`"},
 		{"probe interrupted", "probe", cat(probeFast[2:], "--duration", "60s"), time.Second, 3, "interrupted run"},
-		{"probe unreachable", "probe", []string{"--target", "http://" + dead + "/"}, 0, 4, "target unreachable"},
+		{"probe unreachable", "probe", []string{"--target", "http://" + dead + "/", "--json", filepath.Join(dir, "probe-unreachable.json")}, 0, 4, "target unreachable"},
 
 		{"swarm pass", "swarm", cat(swarmFast, "--shard-file", shard("pass"), "--run-id", runID), 0, 0, "every gate passed"},
 		{"swarm lost", "swarm", cat(swarmFast, "--fault-drop", "0.3", "--shard-file", shard("fail"), "--run-id", runID), 0, 1, "lost"},
@@ -179,7 +179,7 @@ func TestExitCodeTable(t *testing.T) {
 		{"swarm html is a directory", "swarm", []string{"--html", dir}, 0, 2, "`--html /tmp`"},
 		{"swarm nothing verified", "swarm", cat(swarmFast, "--min-coverage", "0.95", "--weights", "learner=1", "--shard-file", shard("uncovered"), "--run-id", runID), 0, 3, "coverage below `--min-coverage`"},
 		{"swarm interrupted", "swarm", cat(swarmFast[6:], "--users", "12", "--spawn-rate", "100", "--duration", "60s", "--shard-file", shard("interrupted"), "--run-id", runID), time.Second, 3, "interrupted run"},
-		{"swarm unreachable", "swarm", []string{"--target", "mqtt://" + dead, "--users", "1"}, 0, 4, "target unreachable"},
+		{"swarm unreachable", "swarm", []string{"--target", "mqtt://" + dead, "--users", "1", "--json", filepath.Join(dir, "swarm-unreachable.json")}, 0, 4, "target unreachable"},
 
 		{"merge pass", "swarm", []string{"merge", "--min-coverage", "0", shard("pass")}, 0, 0, "every gate passed"},
 		{"merge lost", "swarm", []string{"merge", "--min-coverage", "0", shard("fail")}, 0, 1, "lost"},
@@ -208,6 +208,15 @@ func TestExitCodeTable(t *testing.T) {
 			if tc.code == 2 {
 				if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 {
 					t.Errorf("a usage error should be one line, got %d:\n%s", len(lines), r.stderr)
+				}
+			}
+			// A run that could not happen still leaves its report, never a pass.
+			for i, a := range tc.args {
+				if a == "--json" && tc.code >= 3 && i+1 < len(tc.args) {
+					b, err := os.ReadFile(tc.args[i+1])
+					if err != nil || !bytes.Contains(b, []byte(`"inconclusive"`)) {
+						t.Errorf("--json %s: %v; want a report with verdict inconclusive", tc.args[i+1], err)
+					}
 				}
 			}
 			codes[tc.code] = true
