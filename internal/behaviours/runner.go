@@ -271,9 +271,8 @@ func combine(g verify.Gates, evidence verify.Evidence, rs ...verify.Result) veri
 	out.Verdict, out.Reason, out.Gates = g.Judge(out.Counts, evidence)
 	// Each direction is judged on its own too (e.g. its own coverage): the
 	// pooled verdict is the worst of them (fail, then inconclusive, then pass).
-	rank := map[verify.Verdict]int{verify.Pass: 0, verify.Inconclusive: 1, verify.Fail: 2}
 	for i, r := range rs {
-		if rank[r.Verdict] > rank[out.Verdict] {
+		if r.Verdict.Worse(out.Verdict) {
 			out.Verdict, out.Reason = r.Verdict, directionNames[i]+": "+r.Reason
 		}
 	}

@@ -101,14 +101,13 @@ func (f *ShardFile) SetResult(r verify.Result) error {
 func (f ShardFile) Result(g verify.Gates) verify.Result {
 	v, reason, gates := g.Evaluate(f.Counts)
 	// Each direction on its own too: the verdict is the worst of them.
-	rank := map[verify.Verdict]int{verify.Pass: 0, verify.Inconclusive: 1, verify.Fail: 2}
 	names := make([]string, 0, len(f.Streams))
 	for name := range f.Streams {
 		names = append(names, name)
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if dv, dr, _ := g.Evaluate(f.Streams[name]); rank[dv] > rank[v] {
+		if dv, dr, _ := g.Evaluate(f.Streams[name]); dv.Worse(v) {
 			v, reason = dv, name+": "+dr
 		}
 	}

@@ -17,6 +17,22 @@ const (
 	Inconclusive Verdict = "inconclusive"
 )
 
+// Worse reports whether v is a worse verdict than w: fail is worse than
+// inconclusive, which is worse than pass (an unknown verdict counts as
+// inconclusive). A result made of parts (directions, shards) has the worst
+// of their verdicts.
+func (v Verdict) Worse(w Verdict) bool { return v.rank() > w.rank() }
+
+func (v Verdict) rank() int {
+	switch v {
+	case Pass:
+		return 0
+	case Fail:
+		return 2
+	}
+	return 1
+}
+
 // Counts are exact counters. Field names are the stable JSON names documented in
 // the README; do not rename them.
 type Counts struct {
