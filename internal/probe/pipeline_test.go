@@ -295,8 +295,16 @@ func TestBusBackpressureIsNotProbeOverload(t *testing.T) {
 				}
 				want = verify.Fail
 			}
-			if c.Lost != inj.Dropped || c.Duplicates != 0 || c.Corrupt != 0 {
-				t.Errorf("counts %+v: want lost = %d dropped, no duplicate or corrupt", c, inj.Dropped)
+			// Every injected drop is counted lost. This test is about who is
+			// blamed for the stall, not the exact loss count (that is
+			// TestEmbeddedFaultsKnownAnswer's): on a heavily loaded machine the
+			// broker itself once lost one more delivery after the stall (65 of
+			// 64 injected), which is a real loss, reported as such.
+			if c.Lost < inj.Dropped || c.Duplicates != 0 || c.Corrupt != 0 {
+				t.Errorf("counts %+v: want lost >= %d dropped, no duplicate or corrupt", c, inj.Dropped)
+			}
+			if c.Lost > inj.Dropped {
+				t.Logf("lost %d, %d more than injected: the bus lost them", c.Lost, c.Lost-inj.Dropped)
 			}
 			if out.Verdict != want {
 				t.Errorf("verdict %s (%s), want %s", out.Verdict, out.Reason, want)
