@@ -117,8 +117,12 @@ func (r *registry) startStream(topic string, pub, stream uint32, start int64) {
 	defer sh.mu.Unlock()
 	ts := sh.state(topic)
 	ts.streams[streamID{pub, stream}] = &streamState{start: start, next: start}
+	// Lingering (closed) subscriptions too: a stream that starts before a
+	// subscription's close time is expected by it up to the close, as attempt
+	// below counts it (registered after the close, it was once expected by
+	// the registry and not by the ledger).
 	for s, e := range ts.subs {
-		if e.confirmed >= 0 && e.closed == math.MaxInt64 {
+		if e.confirmed >= 0 && start < e.closed {
 			s.rec.Expect(pub, stream, max(e.confirmed, start))
 		}
 	}

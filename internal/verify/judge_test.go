@@ -122,3 +122,36 @@ func TestClosedSubscriberKeepsLateSeq(t *testing.T) {
 	}
 	x.check(x.l.Finish(60*sec, true), plus(Counts{Expected: 2, OnTime: 2}, pub(2, 0, 0)), Pass)
 }
+
+// Expect after Close: a stream that started before the subscriber stopped
+// listening but was registered after its close is expected up to the close
+// (swarm's registry counts it so: a control stream to a learner whose session
+// was ending); a stream starting at or after the close is not.
+func TestExpectAfterClose(t *testing.T) {
+	l, err := NewLedger(testRun, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := l.Subscriber("s")
+	s.Close(10 * sec)
+	before, after := l.Stream(1, 1), l.Stream(2, 1)
+	s.Expect(1, 1, 5*sec)
+	s.Expect(2, 1, 10*sec)
+	for seq, at := range []int64{6 * sec, 9 * sec, 11 * sec} {
+		before.Attempt(uint64(seq+1), at)
+		before.Result(uint64(seq+1), PublishOK, at+ms1)
+		after.Attempt(uint64(seq+1), at+2*sec)
+		after.Result(uint64(seq+1), PublishOK, at+2*sec+ms1)
+	}
+	stamp := func(pub uint32, seq uint64, at int64) {
+		s.Deliver(payload(testRun, pub, 1, seq, at), false, false, at+ms1)
+	}
+	stamp(1, 1, 6*sec)
+	stamp(1, 2, 9*sec)
+	r := l.Finish(60*sec, true)
+	// Stream 1: seqs at 6s and 9s expected and on time, 11s not (after the
+	// close); stream 2 starts at the close: nothing expected of it.
+	if r.Counts.Expected != 2 || r.Counts.OnTime != 2 || r.Counts.Lost != 0 {
+		t.Fatalf("counts %+v, want 2 expected on time, none lost", r.Counts)
+	}
+}

@@ -152,7 +152,7 @@ func (l *Ledger) Subscriber(name string) *SubscriberRecorder {
 // attach makes sure s has a subStream for key and runs f on it (s.mu held).
 // create: make the stream if unknown (Expect); otherwise an unknown stream is
 // reported (known=false) and retired tells whether it was forgotten.
-func (l *Ledger) attach(s *SubscriberRecorder, key uint64, create bool, f func(*subStream)) (known, retired bool) {
+func (l *Ledger) attach(s *SubscriberRecorder, key uint64, create, closedOK bool, f func(*subStream)) (known, retired bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p := l.streams[key]
@@ -166,7 +166,7 @@ func (l *Ledger) attach(s *SubscriberRecorder, key uint64, create bool, f func(*
 	defer p.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.released || (s.closed && !closedOK) {
 		return true, false
 	}
 	ss := s.streams[key]

@@ -131,20 +131,30 @@ func (s *SubscriberRecorder) Name() string { return s.name }
 // already final when Expect is called are not evaluated for this subscriber).
 // Expect while already expecting is a no-op (a reconnect does not reset the
 // expectation: messages missed while disconnected are lost). Expect after
-// Unexpect starts a new expectation.
+// Unexpect starts a new expectation. Expect after Close, with confirmedAt
+// before the close, expects [confirmedAt, close): a stream that started
+// before the subscriber stopped listening, but was registered after, is
+// still expected up to the close (until the subscriber is freed).
 func (s *SubscriberRecorder) Expect(publisher, stream uint32, confirmedAt int64) {
 	if stream == MarkerStream {
 		return
 	}
 	key := streamKey(publisher, stream)
-	s.l.attach(s, key, true, func(ss *subStream) {
+	s.l.attach(s, key, true, true, func(ss *subStream) {
+		to := int64(math.MaxInt64)
+		if s.closed {
+			if confirmedAt >= s.closedAt {
+				return
+			}
+			to = s.closedAt
+		}
 		if n := len(ss.spans); n > 0 && ss.spans[n-1].to == math.MaxInt64 {
 			return
 		}
 		if len(ss.spans) >= maxSpans {
 			ss.spans = append(ss.spans[:0], ss.spans[1:]...)
 		}
-		ss.spans = append(ss.spans, expSpan{from: confirmedAt, to: math.MaxInt64})
+		ss.spans = append(ss.spans, expSpan{from: confirmedAt, to: to})
 	})
 }
 
@@ -305,7 +315,7 @@ func (s *SubscriberRecorder) Deliver(payload []byte, retained, redelivery bool, 
 
 // deliverNew is Deliver's slow path for a stream this subscriber has not seen.
 func (s *SubscriberRecorder) deliverNew(key uint64, st *Stamp, redelivery bool, now int64) Arrival {
-	known, retired := s.l.attach(s, key, false, nil)
+	known, retired := s.l.attach(s, key, false, false, nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.released {
