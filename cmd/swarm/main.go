@@ -281,8 +281,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	embedded := o.Target.URL == ""
-	if err := preflight(o.cfg, o.Target.Protocol(), embedded); err != nil {
+	if err := preflight(o.cfg, o.Target); err != nil {
 		cli.PrintErr(stderr, "swarm", err)
 		return cli.Code(err)
 	}
