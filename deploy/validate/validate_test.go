@@ -1,15 +1,18 @@
 package validate
 
 import (
+	"fmt"
 	"maps"
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,6 +246,9 @@ func checkRun(t *testing.T, objs []any) *run {
 		if flags["verdict-exit"] != "false" {
 			t.Errorf("shards: --verdict-exit=false is needed: a shard's own verdict (1, 3) would fail its index")
 		}
+		if i == 0 {
+			swarmParses(t, "shards", expand(t, "shards", c.Args, vars))
+		}
 		runIDs = append(runIDs, flags["run-id"])
 		startAts = append(startAts, flags["start-at"])
 		shardFiles = append(shardFiles, flags["shard-file"])
@@ -300,6 +306,7 @@ func checkRun(t *testing.T, objs []any) *run {
 		t.Fatalf("merge: args must start with merge (the image's entrypoint is swarm), got %v", mc.Args)
 	}
 	mflags := parseArgs(t, "merge", expand(t, "merge", mc.Args[1:], podEnv(t, "merge", mc, env)))
+	swarmParses(t, "merge", expand(t, "merge", mc.Args, podEnv(t, "merge", mc, env)))
 	if mflags["shards"] != env["SHARDS"] || mflags["run-id"] != env["RUN_ID"] {
 		t.Errorf("merge: --shards %q --run-id %q, want the ConfigMap's %q %q", mflags["shards"], mflags["run-id"], env["SHARDS"], env["RUN_ID"])
 	}
@@ -321,6 +328,47 @@ func checkRun(t *testing.T, objs []any) *run {
 		t.Errorf("Service selector %v must not select the shards' pods", svc.Spec.Selector)
 	}
 	return r
+}
+
+var (
+	swarmOnce sync.Once
+	swarmBin  string
+	swarmErr  error
+)
+
+// swarmParses runs the real swarm (built from this repository) with args and
+// --version: swarm parses every flag, by name and type, before it prints the
+// version, so a misspelt flag or a bad value in a manifest fails here.
+func swarmParses(t *testing.T, what string, args []string) {
+	t.Helper()
+	swarmOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "eventswarm-validate-")
+		if err != nil {
+			swarmErr = err
+			return
+		}
+		swarmBin = filepath.Join(dir, "swarm")
+		cmd := exec.Command("go", "build", "-o", swarmBin, "./cmd/swarm")
+		cmd.Dir = filepath.Join(deployDir, "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			swarmErr = fmt.Errorf("go build ./cmd/swarm: %v\n%s", err, out)
+		}
+	})
+	if swarmErr != nil {
+		t.Fatal(swarmErr)
+	}
+	out, err := exec.Command(swarmBin, append(slices.Clone(args), "--version")...).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "swarm ") {
+		t.Errorf("%s: swarm does not take the manifest's arguments %q: %v: %s", what, args, err, out)
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if swarmBin != "" {
+		os.RemoveAll(filepath.Dir(swarmBin))
+	}
+	os.Exit(code)
 }
 
 // checkFailurePolicy: a lost pod never silently doubles a shard or reruns
