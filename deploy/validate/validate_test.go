@@ -131,26 +131,47 @@ func TestBase(t *testing.T) {
 	}
 }
 
-func TestOverlayExample(t *testing.T) {
-	r := checkRun(t, build(t, filepath.Join(deployDir, "overlays", "example")))
-	if r == nil {
-		return
+// TestOverlays builds every overlay under deploy/overlays and checks it as
+// a real run (a real run ID and start time); the example's values too.
+func TestOverlays(t *testing.T) {
+	dirs, err := os.ReadDir(filepath.Join(deployDir, "overlays"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if r.shards != 8 {
-		t.Errorf("overlay: %d shards, want 8", r.shards)
+	n := 0
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		n++
+		t.Run(d.Name(), func(t *testing.T) {
+			r := checkRun(t, build(t, filepath.Join(deployDir, "overlays", d.Name())))
+			if r == nil {
+				return
+			}
+			// An overlay is for a real run: a real run ID and start time.
+			if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(r.env["RUN_ID"]) || strings.Trim(r.env["RUN_ID"], "0") == "" {
+				t.Errorf("RUN_ID %q is not 32 hex digits (not all zero)", r.env["RUN_ID"])
+			}
+			if _, err := time.Parse(time.RFC3339, r.env["START_AT"]); err != nil {
+				t.Errorf("START_AT %q: %v", r.env["START_AT"], err)
+			}
+			if d.Name() != "example" {
+				return
+			}
+			if r.shards != 8 {
+				t.Errorf("%d shards, want 8", r.shards)
+			}
+			if r.image != "registry.example.com/eventswarm:v0.1.0" {
+				t.Errorf("image %q", r.image)
+			}
+			if r.env["TARGET"] != "mqtt://broker.example.svc:1883" {
+				t.Errorf("target %q", r.env["TARGET"])
+			}
+		})
 	}
-	if r.image != "registry.example.com/eventswarm:v0.1.0" {
-		t.Errorf("overlay image %q", r.image)
-	}
-	if r.env["TARGET"] != "mqtt://broker.example.svc:1883" {
-		t.Errorf("overlay target %q", r.env["TARGET"])
-	}
-	// An overlay is for a real run: a real run ID and start time.
-	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(r.env["RUN_ID"]) {
-		t.Errorf("overlay RUN_ID %q is not 32 hex digits", r.env["RUN_ID"])
-	}
-	if _, err := time.Parse(time.RFC3339, r.env["START_AT"]); err != nil {
-		t.Errorf("overlay START_AT %q: %v", r.env["START_AT"], err)
+	if n == 0 {
+		t.Fatal("no overlays")
 	}
 }
 
