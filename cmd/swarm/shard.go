@@ -30,6 +30,8 @@ const startAtTolerance = 5 * time.Second
 var perShardFlags = map[string]bool{
 	"shard": true, "shard-file": true, "json": true, "html": true, "live": true, "quiet": true,
 	"pprof": true, "start-at": true, "password": true, "verdict-exit": true,
+	// Each shard may have its own share of the machine's source addresses.
+	"source-addrs": true,
 }
 
 // configHash is a stable hash of every flag value that must be equal across
