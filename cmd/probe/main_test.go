@@ -76,6 +76,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad within", []string{"--within", "1.5"}, "--within"},
 		{"tiny payload", []string{"--payload-size", "10"}, "--payload-size"},
 		{"faults on real target", []string{"--target", "mqtt://127.0.0.1:1883", "--fault-drop", "0.1"}, "embedded"},
+		{"bad source addrs", []string{"--source-addrs", "127.0.0.2-127.0.0.x"}, "--source-addrs"},
 		{"stray argument", []string{"extra"}, "unexpected argument"},
 	}
 	for _, tt := range tests {

@@ -81,6 +81,10 @@ type options struct {
 	childFD   int
 	targets   []string
 	visited   []visitedFlag
+	// VerdictExit is --verdict-exit: exit 1 or 3 for this process's own
+	// verdict (true), or 0 once the run happened and its files were
+	// written (false: a shard whose run's verdict is swarm merge's).
+	VerdictExit bool
 }
 
 func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
@@ -109,7 +113,8 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.StringVar(&shardFlag, "shard", os.Getenv("JOB_COMPLETION_INDEX"), "this shard's index (default $JOB_COMPLETION_INDEX, else 0)")
 	fs.IntVar(&o.cfg.Shards, "shards", 1, "number of shards")
 	fs.Uint64Var(&o.cfg.Seed, "seed", 0, "seed of the users' random choices (default random)")
-	fs.StringVar(&o.ShardFile, "shard-file", "", "write this shard's result file (exact counts and histograms, for swarm merge) to FILE, even when interrupted")
+	fs.StringVar(&o.ShardFile, "shard-file", "", "write this shard's result file (exact counts and histograms, for swarm merge) to FILE, even when interrupted; http://HOST:PORT/PATH POSTs it to a swarm merge --listen collector")
+	fs.BoolVar(&o.VerdictExit, "verdict-exit", true, "exit 1 (fail) or 3 (inconclusive) for this process's own verdict; false: exit 0 once the run happened and its files were written, as a shard whose verdict is swarm merge's (2 and 4 stay)")
 	fs.StringVar(&processes, "processes", "1", "run as N processes of this program (shards of one run, merged live and at the end; past one process's file limit); auto = enough for --users")
 	fs.IntVar(&o.childFD, "child-fd", 0, "internal: the pipe a --processes parent reads this child's progress and result from")
 	fs.StringVar(&startAt, "start-at", "", "absolute start time, RFC 3339 (e.g. 2026-01-02T15:04:05Z): wait until then so all shards start together; default now")
@@ -140,7 +145,11 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 		}
 		o.cfg.LearnersPerProctor = n
 	}
-	addErr(cli.CheckOutput("shard-file", o.ShardFile, false))
+	if isURL(o.ShardFile) {
+		addErr(checkShardURL(o.ShardFile))
+	} else {
+		addErr(cli.CheckOutput("shard-file", o.ShardFile, false))
+	}
 	o.cfg.Weights, err = behaviours.ParseWeights(weights)
 	addErr(err)
 	o.cfg.Stages, err = behaviours.ParseStages(stages)
@@ -257,7 +266,7 @@ func prefixErr(flag string, err error) error {
 // 130.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSignals bool) int {
 	if len(args) > 0 && args[0] == "merge" {
-		return runMerge(args[1:], stdout, stderr)
+		return runMerge(ctx, args[1:], stdout, stderr, handleSignals)
 	}
 	o, err := parseFlags(args, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -319,8 +328,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	embedded := o.Target.URL == ""
-	if err := preflight(o.cfg, o.Target.Protocol(), embedded); err != nil {
+	if err := preflight(o.cfg, o.Target); err != nil {
 		cli.PrintErr(stderr, "swarm", err)
 		return cli.Code(err)
 	}
@@ -435,8 +443,8 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		case parent != nil:
 			parent.send(childMsg{Type: "final", Shard: &f})
 		default:
-			if err := report.WriteJSON(o.ShardFile, f); err != nil {
-				errs = append(errs, fmt.Errorf("swarm: --shard-file: %w", err))
+			if err := writeShard(o, f); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
@@ -449,6 +457,17 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		if runErr == nil {
 			runErr = cli.CouldNotRun(werr)
 		}
+	}
+	if !o.VerdictExit {
+		// This process's verdict is not the run's: only what kept the run
+		// or its files from happening fails it.
+		if runErr != nil {
+			return cli.Code(runErr)
+		}
+		if code := cli.ExitCode(s.Result.Verdict); code != cli.ExitPass {
+			fmt.Fprintf(stderr, "swarm: this shard's own verdict is %s (exit %d); --verdict-exit=false: exit 0, the run's verdict is swarm merge's\n", s.Result.Verdict, code)
+		}
+		return cli.ExitPass
 	}
 	return cli.Exit(s.Result.Verdict, runErr)
 }

@@ -44,6 +44,9 @@ func TestBadInput(t *testing.T) {
 		{"stray argument", []string{"extra"}, exitUsage, "unexpected argument"},
 		{"unknown flag", []string{"--nope"}, exitUsage, "flag provided but not defined"},
 		{"too few files", []string{"--users", "1000000"}, exitUsage, "users fit"},
+		{"bad source range", []string{"--source-addrs", "127.0.0.3-127.0.0.2"}, exitUsage, "ends before it starts"},
+		{"source not an ip", []string{"--source-addrs", "127.0.0.2,lo"}, exitUsage, "not an IP address"},
+		{"source family", []string{"--source-addrs", "::1"}, exitUsage, "cannot reach the target 127.0.0.1"},
 		{"unreachable target", []string{"--target", "http://" + deadAddr(t), "--users", "1"}, exitCouldNotRun, "cannot use"},
 		{"unreachable mqtt", []string{"--target", "mqtt://" + deadAddr(t), "--users", "1"}, exitCouldNotRun, "cannot use"},
 	}
@@ -174,5 +177,15 @@ func TestFilesNeeded(t *testing.T) {
 	}
 	if a, b := filesNeeded(1000, "mqtt", false), filesNeeded(1000, "http", false); b <= a {
 		t.Errorf("long-poll (publish pool) should need more files than MQTT: %d vs %d", b, a)
+	}
+}
+
+// TestSourceAddrsRun: a swarm run over two loopback source addresses passes
+// (the transports' binding is checked server-side in internal/target).
+func TestSourceAddrsRun(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := append([]string{"--source-addrs", "127.0.0.2-127.0.0.3"}, fast...)
+	if code := run(t.Context(), args, &stdout, &stderr, false); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -39,6 +41,12 @@ type mergeOptions struct {
 	html    string
 	maxSkew time.Duration
 	files   []string
+	// The collector (--listen): where to listen, how many shard files to
+	// wait for, of which run, and until when.
+	listen   string
+	shards   int
+	runID    string
+	deadline time.Duration
 }
 
 func parseMergeFlags(args []string, stdout, stderr io.Writer) (*mergeOptions, error) {
@@ -49,6 +57,10 @@ func parseMergeFlags(args []string, stdout, stderr io.Writer) (*mergeOptions, er
 	fs.StringVar(&o.junit, "junit", "", "write the merged verdict as JUnit XML to FILE")
 	fs.StringVar(&o.html, "html", "", "write a self-contained HTML report of the merged run to FILE")
 	fs.DurationVar(&o.maxSkew, "max-skew", report.DefaultMaxStartSkew, "most the shards' start times may differ")
+	fs.StringVar(&o.listen, "listen", "", "collect the shard files over HTTP instead of reading files: listen on ADDR (e.g. :8080) for swarm --shard-file http://HOST:PORT/… POSTs, merge once --shards have arrived")
+	fs.IntVar(&o.shards, "shards", 0, "with --listen: the number of shard files to wait for")
+	fs.StringVar(&o.runID, "run-id", "", "with --listen: accept only files of this run (32 hex digits)")
+	fs.DurationVar(&o.deadline, "deadline", time.Hour, "with --listen: stop waiting after this long and report the shards still missing")
 	// Flags and files may be interleaved: parse, take a file, parse the rest.
 	for first := true; ; first = false {
 		var err error
@@ -70,8 +82,35 @@ func parseMergeFlags(args []string, stdout, stderr io.Writer) (*mergeOptions, er
 		args = fs.Args()[1:]
 	}
 	var errs []error
-	if len(o.files) == 0 {
-		errs = append(errs, errors.New("swarm merge: no shard files given (swarm merge [flags] SHARD-FILE...)"))
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch {
+	case o.listen != "":
+		if len(o.files) > 0 {
+			errs = append(errs, fmt.Errorf("swarm merge: give shard files or --listen, not both (got %s)", o.files[0]))
+		}
+		if _, _, err := net.SplitHostPort(o.listen); err != nil {
+			errs = append(errs, fmt.Errorf("swarm merge: --listen %q: want HOST:PORT or :PORT", o.listen))
+		}
+		if o.shards < 1 || o.shards > maxCollectShards {
+			errs = append(errs, fmt.Errorf("swarm merge: --listen needs --shards N, 1 <= N <= %d (got %d)", maxCollectShards, o.shards))
+		}
+		if o.runID != "" {
+			if _, err := verify.ParseRunID(o.runID); err != nil {
+				errs = append(errs, fmt.Errorf("swarm merge: --run-id: %v", err))
+			}
+		}
+		if o.deadline <= 0 {
+			errs = append(errs, fmt.Errorf("swarm merge: --deadline must be > 0, got %v", o.deadline))
+		}
+	case len(o.files) == 0:
+		errs = append(errs, errors.New("swarm merge: no shard files given (swarm merge [flags] SHARD-FILE..., or --listen ADDR --shards N)"))
+	default:
+		for _, name := range []string{"shards", "run-id", "deadline"} {
+			if set[name] {
+				errs = append(errs, fmt.Errorf("swarm merge: --%s only applies with --listen", name))
+			}
+		}
 	}
 	if err := o.gates.Validate(); err != nil {
 		errs = append(errs, err)
@@ -88,8 +127,9 @@ func parseMergeFlags(args []string, stdout, stderr io.Writer) (*mergeOptions, er
 }
 
 // runMerge is `swarm merge`: exit 0 pass, 1 fail, 2 usage or invalid set,
-// 3 inconclusive, 4 a report could not be written.
-func runMerge(args []string, stdout, stderr io.Writer) int {
+// 3 inconclusive, 4 a report could not be written (or, with --listen, the
+// address could not be listened on).
+func runMerge(ctx context.Context, args []string, stdout, stderr io.Writer, handleSignals bool) int {
 	o, err := parseMergeFlags(args, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return cli.ExitPass
@@ -97,6 +137,23 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		cli.PrintErr(stderr, "swarm merge", err)
 		return cli.Code(err)
+	}
+	if o.listen != "" {
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			err = cli.CouldNotRun(fmt.Errorf("swarm merge: --listen: %w", err))
+			cli.PrintErr(stderr, "swarm merge", err)
+			return cli.Code(err)
+		}
+		ctx, stop := context.WithCancel(ctx)
+		defer stop()
+		if handleSignals {
+			defer cli.OnSignals(func() {
+				fmt.Fprintln(stderr, "swarm merge: stopping the collection (signal again to exit at once)")
+				stop()
+			})()
+		}
+		return collect(ctx, o, ln, stdout, stderr)
 	}
 	var (
 		files []report.ShardFile
@@ -110,6 +167,13 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		}
 		files = append(files, f)
 	}
+	return mergeFiles(o, files, errs, stdout, stderr)
+}
+
+// mergeFiles merges files (read from disk or collected over HTTP) and
+// reports, or prints every problem (errs and the merge's), one line each,
+// and exits 2.
+func mergeFiles(o *mergeOptions, files []report.ShardFile, errs []string, stdout, stderr io.Writer) int {
 	if len(errs) == 0 {
 		m, err := report.MergeSkew(files, o.maxSkew)
 		if err == nil {

@@ -1,14 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
+	"github.com/eventswarm/eventswarm/cmd/internal/cli"
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/behaviours"
 	"github.com/eventswarm/eventswarm/internal/report"
@@ -24,6 +30,9 @@ const startAtTolerance = 5 * time.Second
 var perShardFlags = map[string]bool{
 	"shard": true, "shard-file": true, "json": true, "html": true, "live": true, "quiet": true,
 	"pprof": true, "start-at": true, "password": true, "password-file": true, "target": true, "processes": true, "child-fd": true,
+	"verdict-exit": true,
+	// Each shard may have its own share of the machine's source addresses.
+	"source-addrs": true,
 }
 
 // configHash is a stable hash of every flag value that must be equal across
@@ -86,4 +95,75 @@ func shardFileOf(o *options, cfg behaviours.Config, s behaviours.Summary) (repor
 	}
 	f.Counts = s.Result.Counts
 	return f, nil
+}
+
+// writeShard writes f to --shard-file: a file, or a POST to a swarm merge
+// --listen collector.
+func writeShard(o *options, f report.ShardFile) error {
+	if isURL(o.ShardFile) {
+		return uploadShardFile(o.ShardFile, f)
+	}
+	if err := report.WriteJSON(o.ShardFile, f); err != nil {
+		return fmt.Errorf("swarm: --shard-file: %w", err)
+	}
+	return nil
+}
+
+// isURL: --shard-file names a collector (swarm merge --listen), not a file.
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// checkShardURL checks a --shard-file URL before the run.
+func checkShardURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Hostname() == "" || u.User != nil || u.Fragment != "" {
+		return cli.Usage(fmt.Errorf("swarm: --shard-file %q: want http://HOST:PORT/PATH of a swarm merge --listen collector", s))
+	}
+	return nil
+}
+
+// uploadWindow is how long uploadShardFile keeps trying (the collector may
+// start after the shards, or restart its listener); a var for tests.
+var uploadWindow = 2 * time.Minute
+
+// uploadShardFile POSTs f to a swarm merge --listen collector, retrying with
+// backoff while it cannot be reached or answers 5xx, for at most
+// uploadWindow; a 4xx answer (not of this run, a different file for this
+// index, too large) is final.
+func uploadShardFile(to string, f report.ShardFile) error {
+	body, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("swarm: --shard-file: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), uploadWindow)
+	defer cancel()
+	client := &http.Client{Timeout: 30 * time.Second}
+	b := backoff.New(backoff.Config{Initial: 250 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2}, nil)
+	var last error
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, to, bytes.NewReader(body))
+		if err != nil {
+			return cli.Usage(fmt.Errorf("swarm: --shard-file %s: %w", to, err))
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err == nil {
+			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			resp.Body.Close()
+			msg := strings.TrimSpace(string(answer))
+			switch {
+			case resp.StatusCode/100 == 2:
+				return nil
+			case resp.StatusCode/100 == 4:
+				return cli.CouldNotRun(fmt.Errorf("swarm: --shard-file %s refused the file: %s %s", to, resp.Status, msg))
+			}
+			last = fmt.Errorf("%s %s", resp.Status, msg)
+		} else {
+			last = err
+		}
+		if err := backoff.Sleep(ctx, b.Next()); err != nil {
+			return cli.CouldNotRun(fmt.Errorf("swarm: --shard-file %s: not delivered after %d attempts in %v: %v", to, attempt, uploadWindow, last))
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -217,4 +218,27 @@ func (w *triggerWriter) Write(p []byte) (int, error) {
 		w.f()
 	}
 	return n, err
+}
+
+// TestConfigHashPerShardFlags: the flags a shard may set for itself
+// (its index, where its files go, its own source addresses, its exit policy)
+// leave the config hash alone; a load flag changes it.
+func TestConfigHashPerShardFlags(t *testing.T) {
+	hash := func(args ...string) string {
+		t.Helper()
+		o, err := parseFlags(append([]string{"--run-id", testRunID, "--shards", "2"}, args...), io.Discard, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.ConfigHash
+	}
+	base := hash("--shard", "0")
+	same := hash("--shard", "1", "--source-addrs", "127.0.0.2-127.0.0.3", "--verdict-exit=false",
+		"--shard-file", "http://127.0.0.1:9/shards/1", "--quiet")
+	if base != same {
+		t.Errorf("per-shard flags changed the config hash")
+	}
+	if hash("--shard", "0", "--users", "7") == base {
+		t.Errorf("--users did not change the config hash")
+	}
 }

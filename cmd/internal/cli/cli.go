@@ -61,6 +61,7 @@ type Common struct {
 
 	faultDelays  string
 	passwordFile string
+	sourceAddrs  string
 }
 
 // RegisterGates defines the SLO gate flags on fs, with verify.DefaultGates
@@ -89,6 +90,7 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.BoolVar(&t.Insecure, "insecure", false, "skip TLS certificate verification (explicit opt-in)")
 	fs.StringVar(&t.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL (POST <url>/<pub-path><channel>)")
 	fs.StringVar(&t.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL (GET <url>/<sub-path><ch1>,<ch2>)")
+	fs.StringVar(&c.sourceAddrs, "source-addrs", "", "local IPs to spread connections over, past one address's ephemeral ports: a list or range, e.g. 127.0.0.2-127.0.0.9 or 10.0.0.5,10.0.0.6")
 	fs.DurationVar(&t.PublishTimeout, "publish-timeout", verify.DefaultPublishTimeout, "a publish not acknowledged within this has an unknown outcome")
 
 	fs.DurationVar(&ledger.Latency, "latency", verify.DefaultLatency, "on-time bound (inclusive)")
@@ -131,6 +133,16 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 		c.Faults.Skip = verify.IsMarker
 	}
 	c.Target.Bus = localbus.Config{Hold: c.Hold, Faults: c.Faults}
+	if addrs, err := ParseSourceAddrs(c.sourceAddrs); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", prog, err))
+	} else if len(addrs) > 0 {
+		c.Target.SourceAddrs = addrs
+		if err := sourceFamily(addrs[0], c.Target.URL); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", prog, err))
+		} else if err := CheckSourceAddrs(addrs); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", prog, err))
+		}
+	}
 	if err := c.Target.Validate(); err != nil {
 		errs = append(errs, err)
 	}
