@@ -50,6 +50,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
 	"github.com/eventswarm/eventswarm/internal/behaviours"
+	"github.com/eventswarm/eventswarm/internal/metrics"
 	"github.com/eventswarm/eventswarm/internal/report"
 	"github.com/eventswarm/eventswarm/internal/stats"
 	"github.com/eventswarm/eventswarm/internal/target"
@@ -307,6 +308,15 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	cfg := r.Config()
 	fmt.Fprintf(stderr, "swarm: run %s shard %d/%d against %s: %d users (%s), %s\n",
 		cfg.Run, cfg.Shard, cfg.Shards, tgt.Describe(), cfg.Users, cfg.Weights, plan(cfg))
+	col := metrics.NewSwarm(metrics.Info{Command: "swarm", RunID: cfg.Run.String(), Shard: cfg.Shard, Protocol: tgt.Protocol(), Target: tgt.Describe(),
+		Version: cli.Version(), Latency: cfg.Verify.Latency, LostAfter: cfg.Verify.LostAfter, Within: cfg.Verify.Gates.Within})
+	col.Attach(r)
+	stopMetrics, err := o.ServeMetrics("swarm", col, stderr)
+	if err != nil {
+		cli.PrintErr(stderr, "swarm", err)
+		return cli.Code(err)
+	}
+	defer stopMetrics()
 
 	if !o.StartAt.IsZero() {
 		if err := waitUntil(ctx, o.StartAt, stderr); err != nil {
@@ -347,6 +357,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 			runErr = fmt.Errorf("swarm: the bus refused: %w", s.Refused)
 		}
 	}
+	col.Finish(s.Result.Verdict)
 	out := newOutput(s, tgt, cfg)
 	if runErr != nil {
 		out.Errors = append(out.Errors, runErr.Error())

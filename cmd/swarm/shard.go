@@ -23,7 +23,7 @@ const startAtTolerance = 5 * time.Second
 // the config hash; the password is left out so its hash is not written.
 var perShardFlags = map[string]bool{
 	"shard": true, "shard-file": true, "json": true, "html": true, "live": true, "quiet": true,
-	"pprof": true, "start-at": true, "password": true,
+	"pprof": true, "start-at": true, "password": true, "metrics": true,
 }
 
 // configHash is a stable hash of every flag value that must be equal across
