@@ -269,7 +269,7 @@ func writeOutputs(o *options, out probe.Outcome) error {
 		}
 	}
 	if o.HTML != "" {
-		if err := report.WriteHTML(o.HTML, "eventswarm probe "+out.RunID, out.Result); err != nil {
+		if err := report.WritePage(o.HTML, htmlPage(o, out, time.Now())); err != nil {
 			errs = append(errs, fmt.Errorf("probe: --html: %w", err))
 		}
 	}

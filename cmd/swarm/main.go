@@ -391,7 +391,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		}
 	}
 	if o.HTML != "" {
-		if err := report.WriteHTML(o.HTML, "eventswarm swarm "+out.RunID, s.Result); err != nil {
+		if err := report.WritePage(o.HTML, swarmPage(o, cfg, s, out)); err != nil {
 			errs = append(errs, fmt.Errorf("swarm: --html: %w", err))
 		}
 	}

@@ -69,6 +69,8 @@ func writeShardFile(o *options, cfg behaviours.Config, s behaviours.Summary) err
 		RunID: s.Run.String(), Shard: cfg.Shard, Shards: cfg.Shards, ConfigHash: o.ConfigHash,
 		Start: s.Start, End: s.End, Complete: !s.Interrupted, Stats: s.Ops,
 		Users: usersOf(s), Streams: map[string]verify.Counts{},
+		Setup:          setupOf(o, cfg, o.Target.URL),
+		LatencyBoundMS: float64(cfg.Verify.Latency) / 1e6, LostAfterMS: float64(cfg.Verify.LostAfter) / 1e6,
 	}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		var d report.ShardFile
