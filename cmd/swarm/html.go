@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -54,14 +55,14 @@ func setupOf(o *options, cfg behaviours.Config, tgtDescribe string) []report.Set
 
 // swarmPage is swarm's HTML report: what was run, the pooled verdict, each
 // direction with its charts, the users and the operations.
-func swarmPage(o *options, cfg behaviours.Config, s behaviours.Summary, out output) report.Page {
+func swarmPage(o *options, cfg behaviours.Config, s behaviours.Summary, out output, ticks []report.Tick) report.Page {
 	set := func(name, value string) report.Setting { return report.Setting{Name: name, Value: value} }
 	setup := setupOf(o, cfg, out.Target)
 	if cfg.Shards > 1 {
 		setup = append(setup, set("shard", fmt.Sprintf("%d of %d (this report is this shard's share only)", cfg.Shard, cfg.Shards)))
 	}
 	setup = append(setup, set("started", s.Start.UTC().Format(time.RFC3339)), set("ended", s.End.UTC().Format(time.RFC3339)),
-		set("stop", fmt.Sprintf("every user stopped %v after the stop", s.StopTook.Round(time.Millisecond))))
+		set("stop", fmt.Sprintf("every user stopped %.0f ms after the stop", float64(s.StopTook)/float64(time.Millisecond))))
 	if s.Interrupted {
 		setup = append(setup, set("interrupted", "yes: messages in flight are pending, not lost"))
 	}
@@ -69,6 +70,7 @@ func swarmPage(o *options, cfg behaviours.Config, s behaviours.Summary, out outp
 	p := report.Page{
 		Title: fmt.Sprintf("eventswarm swarm: %d users against %s", cfg.Users, out.Target), Result: s.Result, Setup: setup, Start: s.Start, End: s.End,
 		Latency: cfg.Verify.Latency, LostAfter: cfg.Verify.LostAfter, Operations: &out.Operations, Users: &out.Users, Errors: out.Errors,
+		Ticks: ticks,
 	}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		p.Directions = append(p.Directions, report.Direction{Name: directionTitle(name), Result: s.Streams[name]})
@@ -118,4 +120,62 @@ func mergePage(o *mergeOptions, m report.ShardFile, r verify.Result, files int) 
 			Result: verify.Result{Verdict: v, Reason: reason, Counts: c, Gates: gates}})
 	}
 	return p
+}
+
+// maxTicks bounds the samples kept for the report: past it every other is
+// dropped and the interval doubles.
+const maxTicks = 2000
+
+// sampleTicks samples r's progress every interval until ctx ends, for the
+// HTML report's charts over time (users by kind, operations per second).
+func sampleTicks(ctx context.Context, r *behaviours.Runner, every time.Duration) []report.Tick {
+	var ticks []report.Tick
+	var prevOps, prevFail, prevPub uint64
+	var prevAt float64
+	t := time.NewTicker(every)
+	defer t.Stop()
+	sample := func() {
+		p := r.Progress()
+		if p.Elapsed <= 0 {
+			return
+		}
+		var ops, fail, pub uint64
+		for _, o := range p.Ops.Ops {
+			ops += o.Count
+			fail += o.Failures
+			if o.Name == "publish" || o.Name == "control" {
+				pub += o.Count
+			}
+		}
+		at := p.Elapsed.Seconds()
+		dt := at - prevAt
+		if dt < every.Seconds()/2 {
+			return // too short a step for a rate (the last sample at the stop)
+		}
+		users := make(map[string]int, len(p.Active))
+		for k, v := range p.Active {
+			users[k] = v
+		}
+		ticks = append(ticks, report.Tick{AtS: at, Users: users, OperationsPerS: float64(ops-prevOps) / dt,
+			FailuresPerS: float64(fail-prevFail) / dt, PublishesPerS: float64(pub-prevPub) / dt})
+		prevOps, prevFail, prevPub, prevAt = ops, fail, pub, at
+		if len(ticks) >= maxTicks {
+			kept := ticks[:0]
+			for i := 1; i < len(ticks); i += 2 {
+				kept = append(kept, ticks[i])
+			}
+			ticks = kept
+			every *= 2
+			t.Reset(every)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			sample()
+			return ticks
+		case <-t.C:
+			sample()
+		}
+	}
 }

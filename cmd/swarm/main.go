@@ -331,6 +331,10 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	if !o.Quiet {
 		wg.Go(func() { live(liveCtx, r, o.Live, stderr) })
 	}
+	var ticks []report.Tick // the HTML report's samples over time
+	if o.HTML != "" {
+		wg.Go(func() { ticks = sampleTicks(liveCtx, r, o.Live) })
+	}
 	var stoppedAt atomic.Int64
 	stopWatch := context.AfterFunc(ctx, func() { stoppedAt.Store(time.Now().UnixNano()) })
 	s, err := r.Run(ctx)
@@ -391,7 +395,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		}
 	}
 	if o.HTML != "" {
-		if err := report.WritePage(o.HTML, swarmPage(o, cfg, s, out)); err != nil {
+		if err := report.WritePage(o.HTML, swarmPage(o, cfg, s, out, ticks)); err != nil {
 			errs = append(errs, fmt.Errorf("swarm: --html: %w", err))
 		}
 	}

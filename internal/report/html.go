@@ -41,6 +41,8 @@ type Page struct {
 	Health []Setting
 	// Errors are examples of the errors the run saw.
 	Errors []string
+	// Ticks are swarm's samples over the run (users, operations per second).
+	Ticks []Tick
 }
 
 // Setting is one line of a report's "what was run" or health table.
@@ -103,6 +105,7 @@ type htmlPage struct {
 	Latency      [][]string
 	Sections     []htmlSection
 	Users        [][]string
+	UserCharts   []*chart
 	Ops          [][]string
 	Health       []Setting
 	Errors       []string
@@ -263,6 +266,13 @@ func newHTMLPage(p Page) htmlPage {
 			hp.Users = append(hp.Users, []string{"started as " + k, strconv.Itoa(us.ByKind[k])})
 		}
 	}
+	if len(p.Ticks) > 1 {
+		target := 0
+		if p.Users != nil {
+			target = p.Users.Target
+		}
+		hp.UserCharts = []*chart{usersChart("users-chart", p.Ticks, target), opsChart("ops-chart", p.Ticks)}
+	}
 	if p.Operations != nil {
 		for _, o := range p.Operations.Ops {
 			l := o.LatencyMS
@@ -372,7 +382,7 @@ h3{font-size:1rem;margin:1.2rem 0 .2rem}
 .badge.pass{background:#1a7f37}.badge.fail{background:#cf222e}.badge.inconclusive{background:#9a6700}
 .reason{margin:.5rem 0 0;font-size:1.05rem;white-space:pre-wrap;word-break:break-word}
 .tiles{display:flex;flex-wrap:wrap;gap:.6rem;margin:1rem 0}
-.tile{border:1px solid #d0d7de;border-radius:.4rem;padding:.4rem .8rem;min-width:7.5rem}
+.tile{border:1px solid #d0d7de;border-radius:.4rem;padding:.4rem .7rem;min-width:6.5rem}
 .tile .v{font-size:1.3rem;font-weight:600;font-variant-numeric:tabular-nums}
 .tile .l{color:#57606a;font-size:.85rem}
 .tile.fail{border-color:#cf222e}.tile.fail .v{color:#cf222e}
@@ -382,7 +392,7 @@ th{background:#f6f8fa}
 td:first-child,th:first-child{text-align:left}
 table.kv td{text-align:left}table.kv td:first-child{color:#57606a}
 td.pass{color:#1a7f37;font-weight:700}td.fail{color:#cf222e;font-weight:700}td.inconclusive{color:#9a6700;font-weight:700}
-td.note{text-align:left;color:#57606a;word-break:break-word}
+td.note{text-align:left;color:#57606a;word-break:break-word}th.note{text-align:left}
 .cols{display:flex;gap:1.5rem;flex-wrap:wrap;align-items:flex-start}
 table.setup{flex:1 1 22rem;margin:0}table.setup td:last-child{word-break:break-word}
 figure{margin:1rem 0}
@@ -397,7 +407,7 @@ svg polyline{fill:none;stroke-width:2}
 svg .s1{stroke:#0969da}svg circle.s1{fill:#0969da}
 svg .s2{stroke:#8250df}svg circle.s2{fill:#8250df}
 svg .s3{stroke:#1b7c83}svg circle.s3{fill:#1b7c83}
-svg .s4{stroke:#bf3989}svg circle.s4{fill:#bf3989}
+svg .s4{stroke:#bf3989;stroke-dasharray:7 3}svg circle.s4{fill:#bf3989}
 svg .mark{stroke:#cf222e;stroke-width:1.5;stroke-dasharray:6 4}
 svg text.mark{fill:#cf222e;stroke:none}
 svg text.empty{fill:#57606a;font-size:14px}
@@ -438,7 +448,7 @@ footer{margin:3rem 0 1rem;color:#57606a;font-size:.8rem}
 {{range .Charts}}{{template "chart" .}}{{end}}
 {{if .Windows}}<details{{if le (len .Windows) 20}} open{{end}}><summary>{{.WindowsLine}}</summary>
 <table id="{{.WindowsID}}">
-<thead><tr><th>window</th><th>start – end</th><th>expected</th><th>on time</th><th>lost</th><th>duplicates</th><th>p99 ms</th><th>verdict</th><th>reason</th></tr></thead>
+<thead><tr><th>window</th><th>start – end</th><th>expected</th><th>on time</th><th>lost</th><th>duplicates</th><th>p99 ms</th><th>verdict</th><th class="note">reason</th></tr></thead>
 <tbody>
 {{range .Windows}}<tr><td>{{.Index}}</td><td>{{.Span}}</td><td>{{.Expected}}</td><td>{{.OnTime}}</td><td>{{.Lost}}</td><td>{{.Duplicates}}</td><td>{{.P99}}</td><td class="{{.Class}}">{{.Verdict}}</td><td class="note">{{.Reason}}</td></tr>
 {{end}}</tbody>
@@ -446,6 +456,7 @@ footer{margin:3rem 0 1rem;color:#57606a;font-size:.8rem}
 {{end}}</section>
 {{end}}{{end}}
 {{if or .Users .Ops}}<h2>Users and operations</h2>
+{{range .UserCharts}}{{template "chart" .}}{{end}}
 {{if .Users}}<table class="kv" id="users"><tbody>
 {{range .Users}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>
 {{end}}</tbody></table>{{end}}
@@ -499,3 +510,13 @@ footer{margin:3rem 0 1rem;color:#57606a;font-size:.8rem}
 {{if .Caption}}<figcaption>{{.Caption}}</figcaption>{{end}}
 </figure>
 {{end}}`))
+
+// Tick is one sample of a swarm run's progress, taken every live interval:
+// the users running and the operations per second since the last sample.
+type Tick struct {
+	AtS            float64        `json:"at_s"` // seconds since the run began
+	Users          map[string]int `json:"users"`
+	PublishesPerS  float64        `json:"publishes_per_s"`
+	OperationsPerS float64        `json:"operations_per_s"`
+	FailuresPerS   float64        `json:"failures_per_s"`
+}

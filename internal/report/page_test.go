@@ -58,6 +58,8 @@ func samplePages() map[string]Page {
 	swarm.Result.Windows = nil
 	swarm.Directions = []Direction{{Name: "learner → proctor (events)", Result: r}, {Name: "proctor → learner (control)", Result: sampleResult(passing)}}
 	swarm.Operations, swarm.Users = &ops, users
+	swarm.Ticks = []Tick{{AtS: 5, Users: map[string]int{"learner": 40, "proctor": 2}, OperationsPerS: 30, PublishesPerS: 20},
+		{AtS: 10, Users: map[string]int{"learner": 95, "proctor": 5}, OperationsPerS: 80, PublishesPerS: 50, FailuresPerS: 0.4}}
 	merge := swarm
 	merge.Title = "eventswarm swarm merge: 3 shards"
 	merge.Directions = []Direction{{Name: "learner → proctor (events)", Result: verify.Result{Counts: failing, Verdict: verify.Fail}}}
@@ -173,7 +175,7 @@ func TestPagesWellFormed(t *testing.T) {
 				}
 			case "swarm":
 				if d.byID["dir0-ontime"] == "" || d.byID["dir1-ontime"] == "" || !d.hasRow("operations", "publish", "1000", "3", "0.30%") ||
-					!d.hasRow("users", "started as proctor", "5") {
+					!d.hasRow("users", "started as proctor", "5") || d.byID["users-chart"] == "" || d.byID["ops-chart"] == "" {
 					t.Errorf("swarm page: both directions, operations and users wanted")
 				}
 			case "merge":

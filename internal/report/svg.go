@@ -218,7 +218,7 @@ func latencyChart(id string, ws []verify.Window, b chartBounds) *chart {
 	if hi > latMS && lostMS > 0 {
 		top = math.Max(top, lostMS)
 	}
-	lo = math.Pow(10, math.Floor(math.Log10(math.Max(lo, 0.001))))
+	lo = math.Pow(10, math.Floor(math.Log10(math.Max(lo/2, 0.001))))
 	top = math.Pow(10, math.Ceil(math.Log10(top*1.05)))
 	for v := lo; v <= top*1.0001; v *= 10 {
 		c.YTicks = append(c.YTicks, tick{X: strconv.Itoa(c.L), Y: f1(c.logY(v, lo, top)), Label: msLabel(v)})
@@ -439,4 +439,109 @@ func joinPts(pts []string) string {
 		s += p
 	}
 	return s
+}
+
+// tickAxis places samples by time on the x axis.
+func tickAxis(c *chart, ts []Tick) func(float64) float64 {
+	end := ts[len(ts)-1].AtS
+	if end <= 0 {
+		end = 1
+	}
+	step := niceMax(end / 6)
+	for v := 0.0; v <= end+1e-9; v += step {
+		c.XTicks = append(c.XTicks, tick{X: f1(float64(c.L) + v/end*c.plotW()), Y: strconv.Itoa(c.B), Label: (time.Duration(v) * time.Second).String()})
+	}
+	return func(at float64) float64 { return float64(c.L) + at/end*c.plotW() }
+}
+
+// usersChart: running users by kind (and in all) over the run.
+func usersChart(id string, ts []Tick, target int) *chart {
+	c := newChart(id, "Users over time")
+	kinds := map[string]bool{}
+	var hi float64 = float64(target)
+	for _, t := range ts {
+		n := 0
+		for k, v := range t.Users {
+			kinds[k] = true
+			n += v
+		}
+		hi = math.Max(hi, float64(n))
+	}
+	hi = 4 * niceMax(hi*1.05/4)
+	c.linTicks(0, hi, countLabel)
+	x := tickAxis(c, ts)
+	names := make([]string, 0, len(kinds))
+	for k := range kinds {
+		names = append(names, k)
+	}
+	for i := 1; i < len(names); i++ {
+		for j := i; j > 0 && names[j] < names[j-1]; j-- {
+			names[j], names[j-1] = names[j-1], names[j]
+		}
+	}
+	classes := []string{"s1", "s2", "s4"}
+	series := append([]string{"all"}, names...)
+	for i, name := range series {
+		cls := "s3"
+		if i > 0 {
+			cls = classes[(i-1)%len(classes)]
+		}
+		var pts []string
+		for _, t := range ts {
+			n := t.Users[name]
+			if name == "all" {
+				n = 0
+				for _, v := range t.Users {
+					n += v
+				}
+			}
+			pts = append(pts, f1(x(t.AtS))+","+f1(c.linY(float64(n), 0, hi)))
+		}
+		c.Lines = append(c.Lines, line{Points: joinPts(pts), Class: cls})
+		c.Legend = append(c.Legend, legend{"line " + cls, name})
+	}
+	if target > 0 {
+		c.hmark(c.linY(float64(target), 0, hi), "target "+strconv.Itoa(target))
+		c.Legend = append(c.Legend, legend{"mark", "target users"})
+	}
+	c.Caption = "Users running at each live tick, by kind."
+	return c
+}
+
+// opsChart: publishes and all operations per second, failures per second as bars.
+func opsChart(id string, ts []Tick) *chart {
+	c := newChart(id, "Operations per second")
+	var hi float64
+	for _, t := range ts {
+		hi = math.Max(hi, math.Max(t.OperationsPerS, t.PublishesPerS))
+	}
+	hi = 4 * niceMax(hi*1.05/4)
+	c.linTicks(0, hi, countLabel)
+	x := tickAxis(c, ts)
+	for i, t := range ts {
+		if t.FailuresPerS <= 0 {
+			continue
+		}
+		w := 4.0
+		if i > 0 {
+			w = math.Max(2, (x(t.AtS)-x(ts[i-1].AtS))*0.6)
+		}
+		y := c.linY(t.FailuresPerS, 0, hi)
+		c.Rects = append(c.Rects, rect{X: f1(x(t.AtS) - w), Y: f1(y), W: f1(w), H: f1(float64(c.B) - y), Class: "bar lost",
+			Tip: strconv.FormatFloat(t.AtS, 'f', 0, 64) + "s: " + strconv.FormatFloat(t.FailuresPerS, 'f', 2, 64) + " failed operations/s"})
+	}
+	for _, s := range []struct {
+		class, name string
+		get         func(Tick) float64
+	}{{"s1", "operations/s", func(t Tick) float64 { return t.OperationsPerS }}, {"s4", "publishes/s (events and control)", func(t Tick) float64 { return t.PublishesPerS }}} {
+		var pts []string
+		for _, t := range ts {
+			pts = append(pts, f1(x(t.AtS))+","+f1(c.linY(s.get(t), 0, hi)))
+		}
+		c.Lines = append(c.Lines, line{Points: joinPts(pts), Class: s.class})
+		c.Legend = append(c.Legend, legend{"line " + s.class, s.name})
+	}
+	c.Legend = append(c.Legend, legend{"bar lost", "failed operations/s"})
+	c.Caption = "Every operation (connect, subscribe, ready, publish, control, polls) per second between live ticks; red bars: failures."
+	return c
 }
