@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
+	"github.com/eventswarm/eventswarm/internal/metrics"
 	"github.com/eventswarm/eventswarm/internal/probe"
 	"github.com/eventswarm/eventswarm/internal/report"
 	"github.com/eventswarm/eventswarm/internal/target"
@@ -35,6 +36,7 @@ type options struct {
 	junitPath      string
 	connectTimeout time.Duration
 	cpuProfile     string
+	windowLog      string
 }
 
 func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
@@ -53,12 +55,16 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "how long the first reach of the target may take")
 	fs.StringVar(&o.junitPath, "junit", "", "write one JUnit test case per gate to FILE")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the probe to FILE (diagnostics)")
+	fs.StringVar(&o.windowLog, "window-log", "", "append each closed window as one line of JSON to FILE (with --duration 0 and no --window-log: to stderr)")
 	if err := cli.ParseArgs(fs, "probe", "Publishes sequence-stamped messages, subscribes to them and gates on delivery SLOs.", args, stdout, stderr); err != nil {
 		return nil, err
 	}
 	run, errs := o.Finish("probe", o.cfg.Ledger)
 	errs = append(errs, cli.RejectZero(fs, "probe", "window", "barrier-timeout", "connect-timeout", "latency", "lost-after", "payload-size")...)
 	if err := cli.CheckOutput("junit", o.junitPath, false); err != nil {
+		errs = append(errs, err)
+	}
+	if err := cli.CheckOutput("window-log", o.windowLog, false); err != nil {
 		errs = append(errs, err)
 	}
 
@@ -176,8 +182,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	fmt.Fprintf(stderr, "probe: run %s against %s: %d stream(s) × %g msg/s, %d subscriber(s), %s\n",
 		run, tgt.Describe(), o.cfg.Streams, o.cfg.Rate, o.cfg.Subscribers, durationText(o.cfg.Duration))
 
+	col := metrics.NewProbe(metrics.Info{Command: "probe", RunID: run.String(), Protocol: tgt.Protocol(), Target: tgt.Describe(),
+		Version: cli.Version(), Latency: o.cfg.Ledger.Latency, LostAfter: o.cfg.Ledger.LostAfter, Within: o.cfg.Ledger.Gates.Within})
+	stopMetrics, err := o.ServeMetrics("probe", col, stderr)
+	if err != nil {
+		cli.PrintErr(stderr, "probe", err)
+		return cli.Code(err)
+	}
+	defer stopMetrics()
+	windowLog, closeLog, err := o.openWindowLog(stderr)
+	if err != nil {
+		cli.PrintErr(stderr, "probe", err)
+		return cli.Code(err)
+	}
+	defer closeLog()
+	var view *probe.View
+	logged := 0 // windows written to the window log
 	hooks := probe.Hooks{
-		OnWindow: func(w verify.Window) { fmt.Fprintln(stderr, report.WindowLine(w)) },
+		OnStart: func(v *probe.View) { view = v; col.Attach(v) },
+		OnWindow: func(w verify.Window) {
+			if windowLog != nil {
+				_, _ = windowLog.Write(report.WindowJSON(run.String(), view.Origin(), time.Now(), w))
+				logged++
+			}
+			if windowLog != stderr {
+				fmt.Fprintln(stderr, report.WindowLine(w))
+			}
+		},
 	}
 	if !o.Quiet {
 		hooks.OnLive = func(el time.Duration, snap verify.Result) { fmt.Fprintln(stderr, report.LiveLine(el, snap)) }
@@ -185,6 +216,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	}
 	out, runErr := probe.Run(hard, stop, o.cfg, run, tgt.Dialer(), hooks)
 	out.Protocol, out.Target = tgt.Protocol(), tgt.Describe()
+	col.Finish(out.Verdict)
+	if windowLog != nil && view != nil {
+		// The windows the run closed at its end (the drain's last ones).
+		for _, w := range out.Windows[min(logged, len(out.Windows)):] {
+			_, _ = windowLog.Write(report.WindowJSON(run.String(), view.Origin(), time.Now(), w))
+		}
+	}
 	if runErr != nil {
 		out.Errors = append(out.Errors, runErr.Error())
 	}
@@ -231,7 +269,7 @@ func writeOutputs(o *options, out probe.Outcome) error {
 		}
 	}
 	if o.HTML != "" {
-		if err := report.WriteHTML(o.HTML, "eventswarm probe "+out.RunID, out.Result); err != nil {
+		if err := report.WritePage(o.HTML, htmlPage(o, out, time.Now())); err != nil {
 			errs = append(errs, fmt.Errorf("probe: --html: %w", err))
 		}
 	}
@@ -241,6 +279,22 @@ func writeOutputs(o *options, out probe.Outcome) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// openWindowLog is where closed windows go as JSON lines: --window-log FILE
+// (appended), else stderr with --duration 0, else nowhere (nil).
+func (o *options) openWindowLog(stderr io.Writer) (w io.Writer, closeLog func(), err error) {
+	switch {
+	case o.windowLog != "":
+		f, err := os.OpenFile(o.windowLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, nil, cli.Usage(fmt.Errorf("probe: --window-log: %w", err))
+		}
+		return f, func() { f.Close() }, nil
+	case o.cfg.Duration == 0:
+		return stderr, func() {}, nil
+	}
+	return nil, func() {}, nil
 }
 
 func durationText(d time.Duration) string {

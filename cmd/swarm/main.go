@@ -50,6 +50,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
 	"github.com/eventswarm/eventswarm/internal/behaviours"
+	"github.com/eventswarm/eventswarm/internal/metrics"
 	"github.com/eventswarm/eventswarm/internal/report"
 	"github.com/eventswarm/eventswarm/internal/stats"
 	"github.com/eventswarm/eventswarm/internal/target"
@@ -353,6 +354,15 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	cfg := r.Config()
 	fmt.Fprintf(stderr, "swarm: run %s shard %d/%d against %s: %d users (%s), %s\n",
 		cfg.Run, cfg.Shard, cfg.Shards, tgt.Describe(), cfg.Users, cfg.Weights, plan(cfg))
+	col := metrics.NewSwarm(metrics.Info{Command: "swarm", RunID: cfg.Run.String(), Shard: cfg.Shard, Protocol: tgt.Protocol(), Target: tgt.Describe(),
+		Version: cli.Version(), Latency: cfg.Verify.Latency, LostAfter: cfg.Verify.LostAfter, Within: cfg.Verify.Gates.Within})
+	col.Attach(r)
+	stopMetrics, err := o.ServeMetrics("swarm", col, stderr)
+	if err != nil {
+		cli.PrintErr(stderr, "swarm", err)
+		return cli.Code(err)
+	}
+	defer stopMetrics()
 
 	if !o.StartAt.IsZero() {
 		if err := waitUntil(ctx, o.StartAt, stderr); err != nil {
@@ -371,6 +381,10 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	if o.childFD > 0 {
 		parent = newChildReporter(o.childFD)
 		wg.Go(func() { parent.progressLoop(liveCtx, r) })
+	}
+	var ticks []report.Tick // the HTML report's samples over time
+	if o.HTML != "" {
+		wg.Go(func() { ticks = sampleTicks(liveCtx, r, o.Live) })
 	}
 	var stoppedAt atomic.Int64
 	stopWatch := context.AfterFunc(ctx, func() { stoppedAt.Store(time.Now().UnixNano()) })
@@ -398,6 +412,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 			runErr = fmt.Errorf("swarm: the bus refused: %w", s.Refused)
 		}
 	}
+	col.Finish(s.Result.Verdict)
 	out := newOutput(s, tgt, cfg)
 	if runErr != nil {
 		out.Errors = append(out.Errors, runErr.Error())
@@ -431,7 +446,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		}
 	}
 	if o.HTML != "" {
-		if err := report.WriteHTML(o.HTML, "eventswarm swarm "+out.RunID, s.Result); err != nil {
+		if err := report.WritePage(o.HTML, swarmPage(o, cfg, s, out, ticks)); err != nil {
 			errs = append(errs, fmt.Errorf("swarm: --html: %w", err))
 		}
 	}

@@ -218,7 +218,7 @@ func reportMerged(o *mergeOptions, m report.ShardFile, n int, stdout, stderr io.
 		errs = append(errs, err)
 	}
 	if o.html != "" {
-		if err := report.WriteHTML(o.html, "eventswarm swarm merge "+m.RunID, r); err != nil {
+		if err := report.WritePage(o.html, mergePage(o, m, r, n)); err != nil {
 			errs = append(errs, fmt.Errorf("swarm merge: --html: %w", err))
 		}
 	}

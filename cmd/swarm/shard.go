@@ -30,7 +30,7 @@ const startAtTolerance = 5 * time.Second
 var perShardFlags = map[string]bool{
 	"shard": true, "shard-file": true, "json": true, "html": true, "live": true, "quiet": true,
 	"pprof": true, "start-at": true, "password": true, "password-file": true, "target": true, "processes": true, "child-fd": true,
-	"verdict-exit": true,
+	"verdict-exit": true, "metrics": true,
 	// Each shard may have its own share of the machine's source addresses.
 	"source-addrs": true,
 }
@@ -78,6 +78,8 @@ func shardFileOf(o *options, cfg behaviours.Config, s behaviours.Summary) (repor
 		RunID: s.Run.String(), Shard: cfg.Shard, Shards: cfg.Shards, ConfigHash: o.ConfigHash,
 		Start: s.Start, End: s.End, Complete: !s.Interrupted, Stats: s.Ops,
 		Users: usersOf(s), Streams: map[string]verify.Counts{},
+		Setup:          setupOf(o, cfg, o.Target.URL),
+		LatencyBoundMS: float64(cfg.Verify.Latency) / 1e6, LostAfterMS: float64(cfg.Verify.LostAfter) / 1e6,
 	}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		var d report.ShardFile

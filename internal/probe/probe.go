@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"runtime/metrics"
 	"sync"
@@ -209,6 +210,10 @@ type Hooks struct {
 	OnWindow func(w verify.Window)
 	// OnPhase reports phase changes ("connecting", "barrier", "publishing", "draining").
 	OnPhase func(phase string)
+	// OnStart, if set, is called once before connecting with a live view of
+	// the run (for a scrape-time exporter, internal/metrics). The view stays
+	// valid after Run returns: it then shows the final counts.
+	OnStart func(v *View)
 }
 
 // ErrConnect marks a run that could not connect or subscribe its publishers
@@ -253,6 +258,9 @@ func Run(ctx, stop context.Context, cfg Config, run verify.RunID, dialer bus.Dia
 	for i := range p.topics {
 		p.topics[i] = fmt.Sprintf("%s.%s.%d", cfg.TopicPrefix, run, i)
 	}
+	if hooks.OnStart != nil {
+		hooks.OnStart(&View{p: p})
+	}
 	res, err := p.execute(ctx, stop, dialer)
 	res.RunID, res.StartedAt = out.RunID, out.StartedAt
 	if err != nil {
@@ -295,6 +303,7 @@ type prober struct {
 	published   bool // publishing began
 
 	health    healthCounters
+	curPhase  atomic.Value // string: the last phase reported
 	errMu     sync.Mutex
 	errs      []string
 	errCounts map[string]int
@@ -311,10 +320,11 @@ type healthCounters struct {
 	maxDrift                     atomic.Int64
 	maxBusWait                   atomic.Int64
 	sends                        atomic.Uint64
-	gcAtStart                    float64
+	gcAtStart                    atomic.Uint64 // math.Float64bits of gcPauseSeconds at the start
 }
 
 func (p *prober) phase(s string) {
+	p.curPhase.Store(s)
 	if p.hooks.OnPhase != nil {
 		p.hooks.OnPhase(s)
 	}
@@ -358,7 +368,7 @@ func (p *prober) execute(ctx, stop context.Context, dialer bus.Dialer) (Outcome,
 	measureStart := start + int64(p.cfg.Warmup)
 	p.ledger.StartMeasurement(measureStart)
 	out.MeasureStartMS = measureStart / 1e6
-	p.health.gcAtStart = gcPauseSeconds()
+	p.health.gcAtStart.Store(math.Float64bits(gcPauseSeconds()))
 	pubCtx, stopPub := context.WithCancel(stop)
 	defer stopPub()
 	if p.cfg.Duration > 0 {
@@ -455,7 +465,7 @@ func (p *prober) healthReport() Health {
 		MaxSendLagMS:     float64(p.health.maxLag.Load()) / 1e6,
 		MaxTickerDriftMS: float64(p.health.maxDrift.Load()) / 1e6,
 		MaxBusWaitMS:     float64(p.health.maxBusWait.Load()) / 1e6,
-		GCPauseTotalMS:   (gcPauseSeconds() - p.health.gcAtStart) * 1e3,
+		GCPauseTotalMS:   (gcPauseSeconds() - math.Float64frombits(p.health.gcAtStart.Load())) * 1e3,
 	}
 	p.health.heapMu.Lock()
 	h.HeapFirstMB, h.HeapMaxMB, h.HeapLastMB = p.health.heapFirst, p.health.heapMax, p.health.heapLast

@@ -173,8 +173,11 @@ func TestHTMLFailing(t *testing.T) {
 			t.Errorf("no windows row %q in %q", w, d.rows["windows"])
 		}
 	}
-	if d.tags["svg"] != 1 || d.tags["rect"] != 2 || d.tags["polyline"] != 1 {
-		t.Errorf("chart: svg %d rect %d polyline %d", d.tags["svg"], d.tags["rect"], d.tags["polyline"])
+	// Charts over the windows: on time (a bar a window), latency (p50, p95,
+	// p99 lines), rates (two lines) and lost/duplicates (one bar: window 1's
+	// 3 lost).
+	if d.tags["svg"] != 4 || d.tags["rect"] != 3 || d.tags["polyline"] != 5 {
+		t.Errorf("charts: svg %d rect %d polyline %d, want 4, 3, 5", d.tags["svg"], d.tags["rect"], d.tags["polyline"])
 	}
 	// Self-contained: no script, no external assets.
 	for _, bad := range []string{"script", "link", "img", "iframe"} {
@@ -259,8 +262,9 @@ func TestHTMLZero(t *testing.T) {
 				}
 				return
 			}
-			if d.tags["svg"] != 1 || d.tags["polyline"] != 0 {
-				t.Errorf("chart: svg %d polyline %d", d.tags["svg"], d.tags["polyline"])
+			// The four window charts; no latency lines (nothing delivered).
+			if d.tags["svg"] != 4 || d.tags["polyline"] != 2 || !strings.Contains(d.text, "no deliveries in any window") {
+				t.Errorf("charts: svg %d polyline %d", d.tags["svg"], d.tags["polyline"])
 			}
 			if !d.hasRow("windows", "1", "1s – 2s", "0", "-", "0", "0", "-", "INCONCLUSIVE") {
 				t.Errorf("windows rows %q", d.rows["windows"])

@@ -44,6 +44,13 @@ type ShardFile struct {
 	Streams map[string]verify.Counts `json:"streams,omitempty"`
 	// Users are the shard's users (merged: summed; reached is the latest).
 	Users Users `json:"users"`
+	// Setup is what the run ran (the same on every shard; merged: the first
+	// file's), for the merged HTML report. Optional.
+	Setup []Setting `json:"setup,omitempty"`
+	// LatencyBoundMS and LostAfterMS are the run's on-time and lost bounds
+	// (the same on every shard), drawn on the merged report's charts. Optional.
+	LatencyBoundMS float64 `json:"latency_bound_ms,omitempty"`
+	LostAfterMS    float64 `json:"lost_after_ms,omitempty"`
 }
 
 // Users are a run's users: its target, the most running at once, how many
@@ -206,7 +213,8 @@ func MergeSkew(files []ShardFile, maxSkew time.Duration) (ShardFile, error) {
 		errs = append(errs, fmt.Errorf("start skew %v exceeds %v", skew, maxSkew))
 	}
 
-	m := ShardFile{RunID: first.RunID, Shards: n, ConfigHash: first.ConfigHash, Start: minStart, Complete: true}
+	m := ShardFile{RunID: first.RunID, Shards: n, ConfigHash: first.ConfigHash, Start: minStart, Complete: true, Setup: first.Setup,
+		LatencyBoundMS: first.LatencyBoundMS, LostAfterMS: first.LostAfterMS}
 	snaps := make([]stats.Snapshot, 0, len(files))
 	for i, f := range files {
 		m.Counts.Add(f.Counts)

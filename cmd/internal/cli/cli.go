@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/localbus"
+	"github.com/eventswarm/eventswarm/internal/metrics"
 	"github.com/eventswarm/eventswarm/internal/target"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
@@ -58,6 +59,8 @@ type Common struct {
 	Quiet  bool
 	// PProf is a loopback address to serve net/http/pprof on (diagnostics).
 	PProf string
+	// Metrics is the host:port to serve Prometheus /metrics on (--metrics).
+	Metrics string
 
 	faultDelays  string
 	passwordFile string
@@ -104,6 +107,7 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.DurationVar(&c.Live, "live", 5*time.Second, "interval of the live output")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no live output")
 	fs.StringVar(&c.PProf, "pprof", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
+	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics on host:port at /metrics, e.g. 127.0.0.1:9464 (0.0.0.0:9464 in a pod); the host must be explicit")
 
 	fs.Float64Var(&c.Faults.Drop, "fault-drop", 0, "embedded bus only: fraction of deliveries to drop")
 	fs.Float64Var(&c.Faults.Duplicate, "fault-duplicate", 0, "embedded bus only: fraction of deliveries to duplicate")
@@ -188,6 +192,11 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 	if c.PProf != "" {
 		if host, _, err := net.SplitHostPort(c.PProf); err != nil || !isLoopback(host) {
 			errs = append(errs, fmt.Errorf("%s: --pprof %q: want a loopback host:port such as 127.0.0.1:6060", prog, c.PProf))
+		}
+	}
+	if c.Metrics != "" {
+		if err := metrics.CheckAddr(c.Metrics); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", prog, err))
 		}
 	}
 	if c.RunID != "" {

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/eventswarm/eventswarm/internal/report"
+)
+
+func TestMetricsAndWindowLogUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"--metrics", ":9464"},
+		{"--metrics", "127.0.0.1"},
+		{"--window-log", filepath.Join(t.TempDir(), "missing", "w.log")},
+	} {
+		code, _, stderr := runProbe(t, args...)
+		if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.HasPrefix(stderr, "probe: ") {
+			t.Errorf("probe %v: exit %d, stderr %q; want 2 and one line", args, code, stderr)
+		}
+	}
+}
+
+// TestWindowLogAndMetrics: every closed window is one JSON line in
+// --window-log, the same windows as the JSON result; --metrics serves.
+func TestWindowLogAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	logPath, jsonPath := filepath.Join(dir, "windows.log"), filepath.Join(dir, "r.json")
+	args := append(append([]string{}, fast...), "--window", "1s", "--window-log", logPath, "--json", jsonPath, "--metrics", "127.0.0.1:0")
+	code, _, stderr := runProbe(t, args...)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "probe: metrics on http://127.0.0.1:") {
+		t.Errorf("stderr does not say where the metrics are:\n%s", stderr)
+	}
+	var res struct {
+		RunID   string `json:"run_id"`
+		Windows []struct {
+			Index int `json:"index"`
+		} `json:"windows"`
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil || json.Unmarshal(b, &res) != nil {
+		t.Fatalf("reading %s: %v", jsonPath, err)
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var got []int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var rec report.WindowRecord
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("window log line %q: %v", sc.Text(), err)
+		}
+		if rec.Event != "window" || rec.RunID != res.RunID || !rec.End.After(rec.Start) || rec.Verdict == "" {
+			t.Errorf("window log line %q: want event window, run %s, start < end, a verdict", sc.Text(), res.RunID)
+		}
+		got = append(got, rec.Index)
+	}
+	if len(got) == 0 || len(got) != len(res.Windows) {
+		t.Fatalf("window log has windows %v; the result has %d", got, len(res.Windows))
+	}
+	for i, idx := range got {
+		if idx != res.Windows[i].Index {
+			t.Fatalf("window log has windows %v, the result %+v", got, res.Windows)
+		}
+	}
+}
