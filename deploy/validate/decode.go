@@ -14,6 +14,7 @@ import (
 	"io"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	yamlutil "k8s.io/apimachinery/pkg/util/yaml"
@@ -37,6 +38,10 @@ func newObject(h header) (any, error) {
 		return &corev1.ConfigMap{}, nil
 	case "v1 Service":
 		return &corev1.Service{}, nil
+	case "v1 Secret":
+		return &corev1.Secret{}, nil
+	case "apps/v1 Deployment":
+		return &appsv1.Deployment{}, nil
 	case "v1 PersistentVolumeClaim":
 		return &corev1.PersistentVolumeClaim{}, nil
 	case "batch/v1 Job":
