@@ -52,7 +52,7 @@ type childMsg struct {
 var childSetup = map[string]bool{
 	"processes": true, "child-fd": true, "shards": true, "shard": true, "run-id": true, "start-at": true,
 	"target": true, "embedded": true, "json": true, "html": true, "shard-file": true, "quiet": true, "live": true,
-	"pprof": true, "password": true, "password-file": true, "hold": true,
+	"pprof": true, "password": true, "password-file": true, "hold": true, "source-addrs": true,
 	"fault-drop": true, "fault-duplicate": true, "fault-delay": true, "fault-delays": true, "fault-corrupt": true, "fault-seed": true,
 }
 
@@ -87,8 +87,25 @@ func childArgs(o *options, i, n int, run verify.RunID, startAt time.Time, tgt st
 			args = append(args, "--"+f.name+"="+f.value)
 		}
 	}
+	if share := sourceShare(o.Target.SourceAddrs, i, n); len(share) > 0 {
+		args = append(args, "--source-addrs="+strings.Join(share, ","))
+	}
 	return append(args, "--processes=1", "--child-fd=3", "--quiet", "--shards="+strconv.Itoa(n), "--shard="+strconv.Itoa(i),
 		"--run-id="+run.String(), "--start-at="+startAt.UTC().Format(time.RFC3339Nano), "--target="+tgt)
+}
+
+// sourceShare is child i of n's share of --source-addrs: every n-th address
+// from i when there are at least n (each child its own ports), else all of
+// them (the children share them).
+func sourceShare(addrs []string, i, n int) []string {
+	if len(addrs) < n {
+		return addrs
+	}
+	var out []string
+	for j := i; j < len(addrs); j += n {
+		out = append(out, addrs[j])
+	}
+	return out
 }
 
 type child struct {
