@@ -20,6 +20,9 @@
 // interrupted). "swarm merge [gate flags] [--json F] [--junit F] FILE..."
 // checks the files form one run (exit 2 with one line per problem
 // otherwise) and computes the verdict on the merged data (exit 0/1/3).
+// "swarm merge --listen ADDR --shards N" collects the files instead (the
+// shards POST them: --shard-file http://ADDR/…) and merges them the same
+// way once all N have arrived, or names the missing ones at --deadline.
 //
 // JSON result fields: run_id, protocol, target, shard, shards, started_at,
 // ended_at, interrupted, drained, stop_ms; verdict, reason, counts, latency_ms,
@@ -120,7 +123,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.childFD, "child-fd", 0, "internal: the pipe a --processes parent reads this child's progress and result from")
 	fs.StringVar(&startAt, "start-at", "", "absolute start time, RFC 3339 (e.g. 2026-01-02T15:04:05Z): wait until then so all shards start together; default now")
 
-	if err := cli.ParseArgs(fs, "swarm", "Runs weighted learners and proctors against a bus and verifies their own traffic.\nswarm merge [flags] SHARD-FILE... merges the --shard-file results of a distributed run (swarm merge -h).", args, stdout, stderr); err != nil {
+	if err := cli.ParseArgs(fs, "swarm", "Runs weighted learners and proctors against a bus and verifies their own traffic.\nswarm merge [flags] SHARD-FILE... merges the --shard-file results of a distributed run; swarm merge --listen ADDR --shards N collects them over HTTP (swarm merge -h).", args, stdout, stderr); err != nil {
 		return nil, err
 	}
 	set := map[string]bool{}

@@ -65,7 +65,7 @@ func parseMergeFlags(args []string, stdout, stderr io.Writer) (*mergeOptions, er
 	for first := true; ; first = false {
 		var err error
 		if first {
-			err = cli.ParseArgs(fs, "swarm merge", "Checks that the shard files (swarm --shard-file) form one complete run and computes the verdict on the merged data.\nAn invalid set of files (missing, incomplete or mismatched shards) is a usage error (2).", args, stdout, stderr, cli.AllowArgs)
+			err = cli.ParseArgs(fs, "swarm merge", "Checks that the shard files (swarm --shard-file) form one complete run and computes the verdict on the merged data.\nWith --listen ADDR --shards N it collects them instead: shards POST them (swarm --shard-file http://ADDR/...), merged once all N arrived.\nAn invalid set of files (missing, incomplete or mismatched shards, or missing at --deadline) is a usage error (2).", args, stdout, stderr, cli.AllowArgs)
 		} else {
 			err = fs.Parse(args)
 			if err != nil {
