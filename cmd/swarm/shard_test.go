@@ -70,7 +70,7 @@ func TestDistributedRun(t *testing.T) {
 	jsonPath := filepath.Join(dir, "merged.json")
 	junitPath := filepath.Join(dir, "merged.xml")
 	var stdout, stderr bytes.Buffer
-	args := append([]string{"merge", "--min-coverage", "0", "--json", jsonPath, "--junit", junitPath}, paths...) // coverage: see fast
+	args := append([]string{"merge", "--min-coverage", "0", "--within", "0", "--json", jsonPath, "--junit", junitPath}, paths...) // coverage: see fast
 	if code := run(t.Context(), args, &stdout, &stderr, false); code != exitPass {
 		t.Fatalf("merge: exit %d; want 0\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}

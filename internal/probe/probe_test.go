@@ -29,6 +29,9 @@ func fastConfig() probe.Config {
 			LostAfter: 1500 * time.Millisecond,
 			Grace:     500 * time.Millisecond,
 			Window:    time.Second,
+			// The latency gate off: on a busy machine the on-time share is the
+			// machine's; these tests' verdicts are decided by the faults.
+			Gates: func() verify.Gates { g := verify.DefaultGates; g.Within = 0; return g }(),
 		},
 	}
 }

@@ -80,8 +80,8 @@ func readmeRows(t *testing.T) map[string]string {
 }
 
 type run struct {
-	code   int
-	stderr string
+	code           int
+	stderr, stdout string
 }
 
 // exec runs prog with args; interruptAfter > 0 sends SIGINT that long after
@@ -95,7 +95,8 @@ func execute(t *testing.T, prog string, args []string, interruptAfter time.Durat
 		t.Fatal(err)
 	}
 	cmd.Stderr = pw
-	cmd.Stdout = &bytes.Buffer{}
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +137,7 @@ func execute(t *testing.T, prog string, args []string, interruptAfter time.Durat
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return run{code, stderr.String()}
+	return run{code, stderr.String(), stdout.String()}
 }
 
 func TestExitCodeTable(t *testing.T) {
@@ -145,10 +146,12 @@ func TestExitCodeTable(t *testing.T) {
 	dead := deadAddr(t)
 	// Bounds far from what the embedded bus does on a loaded machine, so the
 	// machine cannot decide a pass or a fail; the faults decide.
-	probeFast := []string{"--duration", "2s", "--warmup", "0s", "--latency", "2s", "--lost-after", "5s", "--grace", "200ms", "--quiet"}
+	// The latency gate off (--within 0): on a busy machine the on-time share
+	// is the machine's; the faults decide pass and fail here.
+	probeFast := []string{"--duration", "2s", "--warmup", "0s", "--latency", "2s", "--lost-after", "5s", "--grace", "200ms", "--quiet", "--within", "0"}
 	swarmFast := []string{"--users", "12", "--spawn-rate", "100", "--duration", "1500ms", "--weights", "learner=5,proctor=1",
 		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms",
-		"--proctor-timeout", "1s", "--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0"}
+		"--proctor-timeout", "1s", "--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0", "--within", "0"}
 	shard := func(name string) string { return filepath.Join(dir, name+".json") }
 	runID := "0123456789abcdef0123456789abcdef"
 	cat := func(a []string, b ...string) []string { return append(append([]string(nil), a...), b...) }
@@ -181,8 +184,8 @@ func TestExitCodeTable(t *testing.T) {
 		{"swarm interrupted", "swarm", cat(swarmFast[6:], "--users", "12", "--spawn-rate", "100", "--duration", "60s", "--shard-file", shard("interrupted"), "--run-id", runID), time.Second, 3, "interrupted run"},
 		{"swarm unreachable", "swarm", []string{"--target", "mqtt://" + dead, "--users", "1", "--json", filepath.Join(dir, "swarm-unreachable.json")}, 0, 4, "target unreachable"},
 
-		{"merge pass", "swarm", []string{"merge", "--min-coverage", "0", shard("pass")}, 0, 0, "every gate passed"},
-		{"merge lost", "swarm", []string{"merge", "--min-coverage", "0", shard("fail")}, 0, 1, "lost"},
+		{"merge pass", "swarm", []string{"merge", "--min-coverage", "0", "--within", "0", shard("pass")}, 0, 0, "every gate passed"},
+		{"merge lost", "swarm", []string{"merge", "--min-coverage", "0", "--within", "0", shard("fail")}, 0, 1, "lost"},
 		{"merge nothing verified", "swarm", []string{"merge", "--min-coverage", "0.95", shard("uncovered")}, 0, 3, "coverage below `--min-coverage`"},
 		{"merge incomplete shard", "swarm", []string{"merge", shard("interrupted")}, 0, 2, "invalid set of shard files"},
 		{"merge missing file", "swarm", []string{"merge", shard("none")}, 0, 2, "invalid set of shard files"},
@@ -193,7 +196,7 @@ func TestExitCodeTable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := execute(t, tc.prog, tc.args, tc.interrupt)
 			if r.code != tc.code {
-				t.Fatalf("%s %s: exit %d, want %d\nstderr:\n%s", tc.prog, strings.Join(tc.args, " "), r.code, tc.code, r.stderr)
+				t.Fatalf("%s %s: exit %d, want %d\nstderr:\n%s\nstdout:\n%s", tc.prog, strings.Join(tc.args, " "), r.code, tc.code, r.stderr, r.stdout)
 			}
 			row, ok := rows[itoa(tc.code)]
 			if !ok {
@@ -305,7 +308,7 @@ func (l *lockedBuffer) String() string {
 func TestProcesses(t *testing.T) {
 	fast := []string{"--processes", "3", "--users", "12", "--spawn-rate", "100", "--weights", "learner=5,proctor=1",
 		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms", "--proctor-timeout", "1s",
-		"--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0"}
+		"--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0", "--within", "0"}
 	type outcome struct {
 		Verdict  string         `json:"verdict"`
 		Reason   string         `json:"reason"`
