@@ -24,6 +24,7 @@ const startAtTolerance = 5 * time.Second
 var perShardFlags = map[string]bool{
 	"shard": true, "shard-file": true, "json": true, "html": true, "live": true, "quiet": true,
 	"pprof": true, "start-at": true, "password": true, "metrics": true,
+	"bus-stats": true, "bus-stats-path": true, "bus-stats-interval": true,
 }
 
 // configHash is a stable hash of every flag value that must be equal across
