@@ -186,6 +186,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 
 	col := metrics.NewProbe(metrics.Info{Command: "probe", RunID: run.String(), Protocol: tgt.Protocol(), Target: tgt.Describe(),
 		Version: cli.Version(), Latency: o.cfg.Ledger.Latency, LostAfter: o.cfg.Ledger.LostAfter, Within: o.cfg.Ledger.Gates.Within})
+	busLive := col.BusStats()
 	stopMetrics, err := o.ServeMetrics("probe", col, stderr)
 	if err != nil {
 		cli.PrintErr(stderr, "probe", err)
@@ -216,7 +217,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		hooks.OnLive = func(el time.Duration, snap verify.Result) { fmt.Fprintln(stderr, report.LiveLine(el, snap)) }
 		hooks.OnPhase = func(ph string) { fmt.Fprintf(stderr, "probe: %s\n", ph) }
 	}
-	stopBusStats := o.StartBusStats(hard, tgt, "probe-"+run.String()[:8]+"-sys")
+	stopBusStats := o.StartBusStats(hard, tgt, "probe-"+run.String()[:8]+"-sys", busLive)
 	out, runErr := probe.Run(hard, stop, o.cfg, run, tgt.Dialer(), hooks)
 	out.Protocol, out.Target = tgt.Protocol(), tgt.Describe()
 	busStats := stopBusStats()

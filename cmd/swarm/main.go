@@ -312,6 +312,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	col := metrics.NewSwarm(metrics.Info{Command: "swarm", RunID: cfg.Run.String(), Shard: cfg.Shard, Protocol: tgt.Protocol(), Target: tgt.Describe(),
 		Version: cli.Version(), Latency: cfg.Verify.Latency, LostAfter: cfg.Verify.LostAfter, Within: cfg.Verify.Gates.Within})
 	col.Attach(r)
+	busLive := col.BusStats()
 	stopMetrics, err := o.ServeMetrics("swarm", col, stderr)
 	if err != nil {
 		cli.PrintErr(stderr, "swarm", err)
@@ -336,7 +337,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	if o.HTML != "" {
 		wg.Go(func() { ticks = sampleTicks(liveCtx, r, o.Live) })
 	}
-	stopBusStats := o.StartBusStats(ctx, tgt, "swarm-"+cfg.Run.String()[:8]+"-sys-s"+strconv.Itoa(cfg.Shard))
+	stopBusStats := o.StartBusStats(ctx, tgt, "swarm-"+cfg.Run.String()[:8]+"-sys-s"+strconv.Itoa(cfg.Shard), busLive)
 	var stoppedAt atomic.Int64
 	stopWatch := context.AfterFunc(ctx, func() { stoppedAt.Store(time.Now().UnixNano()) })
 	s, err := r.Run(ctx)

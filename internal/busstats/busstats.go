@@ -47,8 +47,44 @@ type Series struct {
 // DroppedKey is Mosquitto's count of messages it dropped.
 const DroppedKey = "$SYS/broker/publish/messages/dropped"
 
+// Live holds the latest sample while a sampler runs, for a scrape-time
+// reader (internal/metrics). Safe for concurrent use; the zero value is empty.
+type Live struct {
+	mu     sync.Mutex
+	source string
+	values map[string]float64
+}
+
+// Latest is the source and a copy of the latest sample's values (nil before the first).
+func (l *Live) Latest() (source string, values map[string]float64) {
+	if l == nil {
+		return "", nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.values == nil {
+		return l.source, nil
+	}
+	out := make(map[string]float64, len(l.values))
+	for k, v := range l.values {
+		out[k] = v
+	}
+	return l.source, out
+}
+
+func (l *Live) set(source string, v map[string]float64) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.source, l.values = source, v
+	l.mu.Unlock()
+}
+
 // recorder keeps the latest value of each key and the samples.
 type recorder struct {
+	live    *Live
+	source  string
 	mu      sync.Mutex
 	start   time.Time
 	latest  map[string]float64
@@ -57,8 +93,8 @@ type recorder struct {
 	err     string
 }
 
-func newRecorder(every time.Duration) *recorder {
-	return &recorder{start: time.Now(), latest: map[string]float64{}, every: every}
+func newRecorder(source string, every time.Duration, live *Live) *recorder {
+	return &recorder{source: source, live: live, start: time.Now(), latest: map[string]float64{}, every: every}
 }
 
 // set records key's value; beyond MaxKeys new keys are ignored.
@@ -83,6 +119,7 @@ func (r *recorder) sample(now time.Time) {
 		vals[k] = v
 	}
 	r.samples = append(r.samples, Sample{AtMS: now.Sub(r.start).Milliseconds(), Values: vals})
+	r.live.set(r.source, vals) // vals is not changed after this
 	if len(r.samples) >= MaxSamples {
 		kept := r.samples[:0]
 		for i := 1; i < len(r.samples); i += 2 {

@@ -67,13 +67,24 @@ func TestMosquittoSYS(t *testing.T) {
 	defer tgt.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	s := busstats.SampleMQTT(ctx, tgt.Dialer(), "eventswarm-busstats-test", 500*time.Millisecond)
+	var live busstats.Live
+	s := busstats.SampleMQTT(ctx, tgt.Dialer(), "eventswarm-busstats-test", 500*time.Millisecond, &live)
+	if src, v := live.Latest(); src != busstats.SourceMosquitto || len(v) == 0 {
+		t.Errorf("live: %q %v, want the latest sample", src, v)
+	}
 	if s.Error != "" || len(s.Samples) == 0 || s.Source != busstats.SourceMosquitto {
 		t.Fatalf("series %+v: want samples", s)
 	}
-	last := s.Latest()
-	if _, ok := last["$SYS/broker/clients/connected"]; !ok {
-		t.Errorf("no $SYS/broker/clients/connected in %v", last)
+	// Mosquitto publishes $SYS every sys_interval (10 s) and when a value
+	// changes: which topics a 3 s sample holds varies; some must be there.
+	n := 0
+	for k := range s.Latest() {
+		if strings.HasPrefix(k, "$SYS/broker/") {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Errorf("no $SYS/broker/ value in %v", s.Latest())
 	}
 	if s.DroppedCount() != 0 {
 		t.Errorf("dropped %v, want none", *s.Dropped)
@@ -88,7 +99,7 @@ func TestNchanStubStatus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	c := &http.Client{Timeout: 5 * time.Second}
-	s := busstats.SampleHTTP(ctx, c, strings.TrimSuffix(base, "/")+"/nchan_stub_status", 300*time.Millisecond)
+	s := busstats.SampleHTTP(ctx, c, strings.TrimSuffix(base, "/")+"/nchan_stub_status", 300*time.Millisecond, nil)
 	if s.Error != "" || len(s.Samples) < 2 || s.Source != busstats.SourceNchan {
 		t.Fatalf("series %+v: want samples", s)
 	}
@@ -98,7 +109,7 @@ func TestNchanStubStatus(t *testing.T) {
 	// A location that is not there: one clear error, no samples.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel2()
-	s = busstats.SampleHTTP(ctx2, c, strings.TrimSuffix(base, "/")+"/no_such_status", time.Second)
+	s = busstats.SampleHTTP(ctx2, c, strings.TrimSuffix(base, "/")+"/no_such_status", time.Second, nil)
 	if len(s.Samples) != 0 || !strings.Contains(s.Error, "404") {
 		t.Errorf("missing page: %+v, want a 404 error", s)
 	}

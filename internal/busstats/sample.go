@@ -35,8 +35,10 @@ func (h sysHandler) HandleEvent(bus.Event) {}
 // credentials and TLS as the run) and samples the latest value of every
 // numeric $SYS topic every interval until ctx ends. A broker that refuses
 // the subscription (an ACL) or has no $SYS gives a Series with Error.
-func SampleMQTT(ctx context.Context, d bus.Dialer, clientID string, every time.Duration) Series {
-	r := newRecorder(every)
+//
+// live, if not nil, holds the latest sample meanwhile.
+func SampleMQTT(ctx context.Context, d bus.Dialer, clientID string, every time.Duration, live *Live) Series {
+	r := newRecorder(SourceMosquitto, every, live)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	conn, err := d.Dial(ctx, clientID, sysHandler{r})
 	if err == nil {
@@ -62,8 +64,9 @@ func SampleMQTT(ctx context.Context, d bus.Dialer, clientID string, every time.D
 // SampleHTTP reads url (Nchan's nchan_stub_status) every interval until ctx
 // ends. A page that is not there (404: the location is not configured)
 // ends the sampling with Error.
-func SampleHTTP(ctx context.Context, client *http.Client, url string, every time.Duration) Series {
-	r := newRecorder(every)
+// live, if not nil, holds the latest sample meanwhile.
+func SampleHTTP(ctx context.Context, client *http.Client, url string, every time.Duration, live *Live) Series {
+	r := newRecorder(SourceNchan, every, live)
 	get := func() bool {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

@@ -18,7 +18,9 @@ import (
 // returns a nil series when --bus-stats is off, and a series with only an
 // error when the bus offers none (the embedded bus; a broker without $SYS;
 // a page that is not there).
-func (c *Common) StartBusStats(ctx context.Context, tgt *target.Target, clientID string) (stop func() *busstats.Series) {
+//
+// live, if not nil, holds the latest sample meanwhile (for --metrics).
+func (c *Common) StartBusStats(ctx context.Context, tgt *target.Target, clientID string, live *busstats.Live) (stop func() *busstats.Series) {
 	if !c.BusStats {
 		return func() *busstats.Series { return nil }
 	}
@@ -31,7 +33,7 @@ func (c *Common) StartBusStats(ctx context.Context, tgt *target.Target, clientID
 	done := make(chan busstats.Series, 1)
 	switch tgt.Protocol() {
 	case target.MQTT:
-		go func() { done <- busstats.SampleMQTT(ctx, tgt.Dialer(), clientID, c.BusStatsEvery) }()
+		go func() { done <- busstats.SampleMQTT(ctx, tgt.Dialer(), clientID, c.BusStatsEvery, live) }()
 	default:
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: c.Target.Insecure} //nolint:gosec // an explicit --insecure
@@ -42,7 +44,7 @@ func (c *Common) StartBusStats(ctx context.Context, tgt *target.Target, clientID
 		}
 		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 		url := strings.TrimSuffix(c.Target.URL, "/") + "/" + strings.TrimPrefix(c.BusStatsPath, "/")
-		go func() { done <- busstats.SampleHTTP(ctx, client, url, c.BusStatsEvery) }()
+		go func() { done <- busstats.SampleHTTP(ctx, client, url, c.BusStatsEvery, live) }()
 	}
 	return func() *busstats.Series {
 		cancel()
