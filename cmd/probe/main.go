@@ -13,9 +13,11 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
+	"github.com/eventswarm/eventswarm/internal/busstats"
 	"github.com/eventswarm/eventswarm/internal/metrics"
 	"github.com/eventswarm/eventswarm/internal/probe"
 	"github.com/eventswarm/eventswarm/internal/report"
@@ -163,7 +165,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		} else {
 			cli.PrintErr(stderr, "probe", err)
 		}
-		if werr := writeOutputs(o, out); werr != nil {
+		if werr := writeOutputs(o, out, nil); werr != nil {
 			cli.PrintErr(stderr, "probe", werr)
 		}
 		return code
@@ -184,6 +186,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 
 	col := metrics.NewProbe(metrics.Info{Command: "probe", RunID: run.String(), Protocol: tgt.Protocol(), Target: tgt.Describe(),
 		Version: cli.Version(), Latency: o.cfg.Ledger.Latency, LostAfter: o.cfg.Ledger.LostAfter, Within: o.cfg.Ledger.Gates.Within})
+	busLive := col.BusStats()
 	stopMetrics, err := o.ServeMetrics("probe", col, stderr)
 	if err != nil {
 		cli.PrintErr(stderr, "probe", err)
@@ -214,8 +217,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		hooks.OnLive = func(el time.Duration, snap verify.Result) { fmt.Fprintln(stderr, report.LiveLine(el, snap)) }
 		hooks.OnPhase = func(ph string) { fmt.Fprintf(stderr, "probe: %s\n", ph) }
 	}
+	stopBusStats := o.StartBusStats(hard, tgt, "probe-"+run.String()[:8]+"-sys", busLive)
 	out, runErr := probe.Run(hard, stop, o.cfg, run, tgt.Dialer(), hooks)
 	out.Protocol, out.Target = tgt.Protocol(), tgt.Describe()
+	busStats := stopBusStats()
+	if d := busStats.DroppedCount(); d > 0 {
+		// The broker says it dropped messages: say so beside the verdict (the gates decide it).
+		note := fmt.Sprintf("the broker reports %d messages dropped during the run (%s)", d, busstats.DroppedKey)
+		fmt.Fprintln(stderr, "probe: "+note)
+		out.Reason = strings.TrimPrefix(out.Reason+"; "+note, "; ")
+	}
 	col.Finish(out.Verdict)
 	if windowLog != nil && view != nil {
 		// The windows the run closed at its end (the drain's last ones).
@@ -238,7 +249,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	}
 	if runErr != nil && out.Counts.Corrupt+out.Counts.Unexpected == 0 {
 		cli.PrintErr(stderr, "probe", runErr)
-		if werr := writeOutputs(o, out); werr != nil {
+		if werr := writeOutputs(o, out, busStats); werr != nil {
 			cli.PrintErr(stderr, "probe", werr)
 		}
 		return cli.Code(runErr)
@@ -254,22 +265,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	if out.Interrupted {
 		fmt.Fprintln(stderr, "probe: the run was interrupted: the verdict cannot be a pass")
 	}
-	werr := writeOutputs(o, out)
+	werr := writeOutputs(o, out, busStats)
 	if werr != nil {
 		cli.PrintErr(stderr, "probe", werr)
 	}
 	return cli.Exit(out.Result.Verdict, cli.CouldNotRun(werr))
 }
 
-func writeOutputs(o *options, out probe.Outcome) error {
+// jsonResult is the --json file: the outcome and the bus's own statistics.
+type jsonResult struct {
+	probe.Outcome
+	BusStats *busstats.Series `json:"bus_stats,omitempty"`
+}
+
+func writeOutputs(o *options, out probe.Outcome, bus *busstats.Series) error {
 	var errs []error
 	if o.JSON != "" {
-		if err := report.WriteJSON(o.JSON, out); err != nil {
+		if err := report.WriteJSON(o.JSON, jsonResult{out, bus}); err != nil {
 			errs = append(errs, fmt.Errorf("probe: --json: %w", err))
 		}
 	}
 	if o.HTML != "" {
-		if err := report.WritePage(o.HTML, htmlPage(o, out, time.Now())); err != nil {
+		page := htmlPage(o, out, time.Now())
+		page.Bus = bus
+		if err := report.WritePage(o.HTML, page); err != nil {
 			errs = append(errs, fmt.Errorf("probe: --html: %w", err))
 		}
 	}

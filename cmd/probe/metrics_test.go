@@ -73,3 +73,44 @@ func TestWindowLogAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestBusStatsRealBuses: against Mosquitto and Nchan (bash .ci/services
+// start) the result JSON has a non-empty bus-stats series.
+func TestBusStatsRealBuses(t *testing.T) {
+	targets := map[string]string{}
+	if a := os.Getenv("EVENTSWARM_MOSQUITTO"); a != "" {
+		targets["mosquitto $SYS"] = "mqtt://" + a
+	}
+	if a := os.Getenv("EVENTSWARM_NCHAN"); a != "" {
+		targets["nchan_stub_status"] = a
+	}
+	if len(targets) == 0 {
+		t.Skip("set EVENTSWARM_MOSQUITTO / EVENTSWARM_NCHAN after `bash .ci/services start` to sample the real buses' statistics")
+	}
+	for source, url := range targets {
+		t.Run(source, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "r.json")
+			args := append(append([]string{}, fast...), "--target", url, "--bus-stats-interval", "1s", "--json", path)
+			if code, _, stderr := runProbe(t, args...); code != 0 {
+				t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+			}
+			var res struct {
+				BusStats *struct {
+					Source  string `json:"source"`
+					Error   string `json:"error"`
+					Samples []struct {
+						Values map[string]float64 `json:"values"`
+					} `json:"samples"`
+				} `json:"bus_stats"`
+			}
+			b, err := os.ReadFile(path)
+			if err != nil || json.Unmarshal(b, &res) != nil {
+				t.Fatalf("reading %s: %v", path, err)
+			}
+			bs := res.BusStats
+			if bs == nil || bs.Source != source || len(bs.Samples) == 0 || len(bs.Samples[len(bs.Samples)-1].Values) == 0 || bs.Error != "" {
+				t.Fatalf("bus_stats %+v: want a non-empty %s series", bs, source)
+			}
+		})
+	}
+}

@@ -70,7 +70,7 @@ func swarmPage(o *options, cfg behaviours.Config, s behaviours.Summary, out outp
 	p := report.Page{
 		Title: fmt.Sprintf("eventswarm swarm: %d users against %s", cfg.Users, out.Target), Result: s.Result, Setup: setup, Start: s.Start, End: s.End,
 		Latency: cfg.Verify.Latency, LostAfter: cfg.Verify.LostAfter, Operations: &out.Operations, Users: &out.Users, Errors: out.Errors,
-		Ticks: ticks,
+		Ticks: ticks, Bus: out.BusStats,
 	}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		p.Directions = append(p.Directions, report.Direction{Name: directionTitle(name), Result: s.Streams[name]})

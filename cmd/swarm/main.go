@@ -53,6 +53,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
 	"github.com/eventswarm/eventswarm/internal/behaviours"
+	"github.com/eventswarm/eventswarm/internal/busstats"
 	"github.com/eventswarm/eventswarm/internal/metrics"
 	"github.com/eventswarm/eventswarm/internal/report"
 	"github.com/eventswarm/eventswarm/internal/stats"
@@ -360,6 +361,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	col := metrics.NewSwarm(metrics.Info{Command: "swarm", RunID: cfg.Run.String(), Shard: cfg.Shard, Protocol: tgt.Protocol(), Target: tgt.Describe(),
 		Version: cli.Version(), Latency: cfg.Verify.Latency, LostAfter: cfg.Verify.LostAfter, Within: cfg.Verify.Gates.Within})
 	col.Attach(r)
+	busLive := col.BusStats()
 	stopMetrics, err := o.ServeMetrics("swarm", col, stderr)
 	if err != nil {
 		cli.PrintErr(stderr, "swarm", err)
@@ -389,6 +391,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	if o.HTML != "" {
 		wg.Go(func() { ticks = sampleTicks(liveCtx, r, o.Live) })
 	}
+	stopBusStats := o.StartBusStats(ctx, tgt, "swarm-"+cfg.Run.String()[:8]+"-sys-s"+strconv.Itoa(cfg.Shard), busLive)
 	var stoppedAt atomic.Int64
 	stopWatch := context.AfterFunc(ctx, func() { stoppedAt.Store(time.Now().UnixNano()) })
 	s, err := r.Run(ctx)
@@ -399,6 +402,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	}
 	stopLive()
 	wg.Wait()
+	busStats := stopBusStats()
 	if err != nil {
 		return couldNotRun(err)
 	}
@@ -416,7 +420,14 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		}
 	}
 	col.Finish(s.Result.Verdict)
+	if d := busStats.DroppedCount(); d > 0 {
+		// The broker says it dropped messages: say so beside the verdict (the gates decide it).
+		note := fmt.Sprintf("the broker reports %d messages dropped during the run (%s)", d, busstats.DroppedKey)
+		fmt.Fprintln(stderr, "swarm: "+note)
+		s.Result.Reason = strings.TrimPrefix(s.Result.Reason+"; "+note, "; ")
+	}
 	out := newOutput(s, tgt, cfg)
+	out.BusStats = busStats
 	if runErr != nil {
 		out.Errors = append(out.Errors, runErr.Error())
 	}
@@ -580,6 +591,8 @@ type output struct {
 	// Coverage is each direction's Covered/PublishAttempted.
 	Coverage map[string]float64 `json:"coverage"`
 	Errors   []string           `json:"errors,omitempty"`
+	// BusStats is the bus's own health during the run (--bus-stats).
+	BusStats *busstats.Series `json:"bus_stats,omitempty"`
 }
 
 func sum(m map[string]int) int {

@@ -31,6 +31,7 @@ var perShardFlags = map[string]bool{
 	"shard": true, "shard-file": true, "json": true, "html": true, "live": true, "quiet": true,
 	"pprof": true, "start-at": true, "password": true, "password-file": true, "target": true, "processes": true, "child-fd": true,
 	"verdict-exit": true, "metrics": true,
+	"bus-stats": true, "bus-stats-path": true, "bus-stats-interval": true,
 	// Each shard may have its own share of the machine's source addresses.
 	"source-addrs": true,
 }

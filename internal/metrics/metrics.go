@@ -25,6 +25,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eventswarm/eventswarm/internal/busstats"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
@@ -160,6 +161,8 @@ type delivery struct {
 	winVerdict, winIndex, winCount *prometheus.Desc
 	windows                        *prometheus.Desc
 	bound, within, runInfo         *prometheus.Desc
+	busValue                       *prometheus.Desc
+	bus                            *busstats.Live
 }
 
 func newDelivery(f *family, i Info) *delivery {
@@ -184,6 +187,7 @@ func newDelivery(f *family, i Info) *delivery {
 	d.bound = f.add("latency_bound_seconds", "The delivery bounds: on_time (--latency) and lost (--lost-after).", "bound")
 	d.within = f.add("on_time_target_ratio", "The on-time target (--within): the fraction of expected deliveries that must be on time.")
 	d.runInfo = f.add("run_info", "The run: command, protocol, target and version.", "command", "protocol", "target", "version")
+	d.busValue = f.add("bus_value", "The bus's own numbers at the last --bus-stats sample (Mosquitto $SYS topics, nchan_stub_status fields; at most 64 keys).", "source", "key")
 	return d
 }
 
@@ -193,6 +197,16 @@ func (d *delivery) collectRun(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(d.bound, prometheus.GaugeValue, d.info.LostAfter.Seconds(), "lost")
 	ch <- prometheus.MustNewConstMetric(d.within, prometheus.GaugeValue, d.info.Within)
 	ch <- prometheus.MustNewConstMetric(d.runInfo, prometheus.GaugeValue, 1, d.info.Command, d.info.Protocol, d.info.Target, d.info.Version)
+	if source, vals := d.bus.Latest(); len(vals) > 0 {
+		keys := make([]string, 0, len(vals))
+		for k := range vals {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ch <- prometheus.MustNewConstMetric(d.busValue, prometheus.GaugeValue, vals[k], source, k)
+		}
+	}
 }
 
 // buckets reads a latency histogram (verify.Ledger.LatencyBuckets).

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eventswarm/eventswarm/internal/busstats"
 	"github.com/eventswarm/eventswarm/internal/probe"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
@@ -51,6 +52,15 @@ func (p *Probe) Attach(v *probe.View) {
 	p.mu.Lock()
 	p.view = v
 	p.mu.Unlock()
+}
+
+// BusStats returns the holder that --bus-stats fills with its latest sample
+// (exported as eventswarm_bus_value). Call before serving.
+func (p *Probe) BusStats() *busstats.Live {
+	if p.d.bus == nil {
+		p.d.bus = &busstats.Live{}
+	}
+	return p.d.bus
 }
 
 // Finish records the run's final verdict (after probe.Run returned).

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventswarm/eventswarm/internal/behaviours"
+	"github.com/eventswarm/eventswarm/internal/busstats"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
@@ -54,6 +55,15 @@ func (s *Swarm) Attach(r *behaviours.Runner) {
 	s.mu.Lock()
 	s.r = r
 	s.mu.Unlock()
+}
+
+// BusStats returns the holder that --bus-stats fills with its latest sample
+// (exported as eventswarm_bus_value). Call before serving.
+func (s *Swarm) BusStats() *busstats.Live {
+	if s.d.bus == nil {
+		s.d.bus = &busstats.Live{}
+	}
+	return s.d.bus
 }
 
 // Finish records the run's final verdict.

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"math"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/eventswarm/eventswarm/internal/busstats"
 	"github.com/eventswarm/eventswarm/internal/stats"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
@@ -43,6 +46,8 @@ type Page struct {
 	Errors []string
 	// Ticks are swarm's samples over the run (users, operations per second).
 	Ticks []Tick
+	// Bus is the bus's own health during the run (--bus-stats); nil: not sampled.
+	Bus *busstats.Series
 }
 
 // Setting is one line of a report's "what was run" or health table.
@@ -108,6 +113,7 @@ type htmlPage struct {
 	UserCharts   []*chart
 	Ops          [][]string
 	Health       []Setting
+	Bus          *htmlBus
 	Errors       []string
 	Footer       string
 }
@@ -266,6 +272,7 @@ func newHTMLPage(p Page) htmlPage {
 			hp.Users = append(hp.Users, []string{"started as " + k, strconv.Itoa(us.ByKind[k])})
 		}
 	}
+	hp.Bus = newHTMLBus(p.Bus)
 	if len(p.Ticks) > 1 {
 		target := 0
 		if p.Users != nil {
@@ -488,6 +495,13 @@ footer{margin:3rem 0 1rem;color:#57606a;font-size:.8rem}
 {{end}}</tbody></table>{{end}}
 </div>
 </div>
+{{with .Bus}}<h2>Bus health ({{.Source}})</h2>
+{{if .Note}}<p class="reason" id="bus-note">{{.Note}}</p>{{end}}
+{{if .Rows}}{{with .Chart}}{{template "chart" .}}{{end}}<details><summary>{{len .Rows}} values sampled {{.Samples}} times</summary>
+<table id="bus"><thead><tr><th>value</th><th>first</th><th>min</th><th>max</th><th>last</th></tr></thead><tbody>
+{{range .Rows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>
+{{end}}</tbody></table></details>{{end}}
+{{end}}
 {{if .Errors}}<h2>Errors seen</h2>
 <ul id="errors">{{range .Errors}}<li>{{.}}</li>{{end}}</ul>{{end}}
 <footer>{{if .Footer}}{{.Footer}} · {{end}}self-contained report: no scripts, no external resources.</footer>
@@ -519,4 +533,61 @@ type Tick struct {
 	PublishesPerS  float64        `json:"publishes_per_s"`
 	OperationsPerS float64        `json:"operations_per_s"`
 	FailuresPerS   float64        `json:"failures_per_s"`
+}
+
+// htmlBus is the bus-health part of a page.
+type htmlBus struct {
+	Source, Note string
+	Samples      int
+	Rows         [][]string
+	Chart        *chart
+}
+
+func newHTMLBus(s *busstats.Series) *htmlBus {
+	if s == nil {
+		return nil
+	}
+	b := &htmlBus{Source: s.Source, Samples: len(s.Samples)}
+	if b.Source == "" {
+		b.Source = "not offered"
+	}
+	switch {
+	case s.Error != "" && len(s.Samples) == 0:
+		b.Note = s.Error
+	case s.DroppedCount() > 0:
+		b.Note = "The broker reports " + strconv.FormatUint(s.DroppedCount(), 10) + " messages dropped during the run (" + busstats.DroppedKey + ")."
+	case s.Error != "":
+		b.Note = s.Error
+	}
+	if len(s.Samples) == 0 {
+		return b
+	}
+	keys := map[string]bool{}
+	for _, smp := range s.Samples {
+		for k := range smp.Values {
+			keys[k] = true
+		}
+	}
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	num := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+	for _, k := range names {
+		first, lo, hi, last, seen := 0.0, math.Inf(1), math.Inf(-1), 0.0, false
+		for _, smp := range s.Samples {
+			v, ok := smp.Values[k]
+			if !ok {
+				continue
+			}
+			if !seen {
+				first, seen = v, true
+			}
+			lo, hi, last = math.Min(lo, v), math.Max(hi, v), v
+		}
+		b.Rows = append(b.Rows, []string{k, num(first), num(lo), num(hi), num(last)})
+	}
+	b.Chart = busChart("bus-chart", s)
+	return b
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/html"
 
+	"github.com/eventswarm/eventswarm/internal/busstats"
 	"github.com/eventswarm/eventswarm/internal/stats"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
@@ -60,7 +61,13 @@ func samplePages() map[string]Page {
 	swarm.Operations, swarm.Users = &ops, users
 	swarm.Ticks = []Tick{{AtS: 5, Users: map[string]int{"learner": 40, "proctor": 2}, OperationsPerS: 30, PublishesPerS: 20},
 		{AtS: 10, Users: map[string]int{"learner": 95, "proctor": 5}, OperationsPerS: 80, PublishesPerS: 50, FailuresPerS: 0.4}}
+	dropped := 3.0
+	swarm.Bus = &busstats.Series{Source: busstats.SourceMosquitto, Dropped: &dropped, Samples: []busstats.Sample{
+		{AtMS: 0, Values: map[string]float64{"$SYS/broker/clients/connected": 3, busstats.DroppedKey: 0}},
+		{AtMS: 5000, Values: map[string]float64{"$SYS/broker/clients/connected": 90, "$SYS/broker/load/messages/received/1min": 400, busstats.DroppedKey: 3}},
+	}}
 	merge := swarm
+	merge.Bus = nil
 	merge.Title = "eventswarm swarm merge: 3 shards"
 	merge.Directions = []Direction{{Name: "learner → proctor (events)", Result: verify.Result{Counts: failing, Verdict: verify.Fail}}}
 	return map[string]Page{"probe fail": base, "probe pass": pass, "swarm": swarm, "merge": merge}
@@ -175,7 +182,9 @@ func TestPagesWellFormed(t *testing.T) {
 				}
 			case "swarm":
 				if d.byID["dir0-ontime"] == "" || d.byID["dir1-ontime"] == "" || !d.hasRow("operations", "publish", "1000", "3", "0.30%") ||
-					!d.hasRow("users", "started as proctor", "5") || d.byID["users-chart"] == "" || d.byID["ops-chart"] == "" {
+					!d.hasRow("users", "started as proctor", "5") || d.byID["users-chart"] == "" || d.byID["ops-chart"] == "" ||
+					!d.hasRow("bus", "$SYS/broker/clients/connected", "3", "3", "90", "90") || !strings.Contains(d.byID["bus-note"], "3 messages dropped") ||
+					d.byID["bus-chart"] == "" {
 					t.Errorf("swarm page: both directions, operations and users wanted")
 				}
 			case "merge":

@@ -3,10 +3,12 @@ package report
 import (
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/eventswarm/eventswarm/internal/busstats"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
@@ -104,7 +106,7 @@ func msLabel(ms float64) string {
 	case ms == 0:
 		return "0"
 	case ms < 1:
-		return strconv.FormatFloat(ms*1000, 'f', -1, 64) + "µs"
+		return strconv.FormatFloat(ms*1000, 'g', 3, 64) + "µs"
 	case ms < 1000:
 		return strconv.FormatFloat(ms, 'g', 3, 64) + "ms"
 	case d < time.Minute:
@@ -175,7 +177,16 @@ func onTimeChart(id string, ws []verify.Window, b chartBounds) *chart {
 	if b.Within > 0 {
 		lo = math.Min(lo, b.Within)
 	}
-	lo = math.Max(0, math.Floor((lo-0.05)*20)/20)
+	// Four equal steps of a round size down from 100%, reaching below lo.
+	need := math.Max(0, lo-0.02)
+	step := 0.25
+	for _, s := range []float64{0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25} {
+		if 1-4*s <= need {
+			step = s
+			break
+		}
+	}
+	lo = math.Max(0, 1-4*step)
 	hi := 1.0
 	c.linTicks(lo, hi, func(v float64) string { return strconv.FormatFloat(v*100, 'f', -1, 64) + "%" })
 	a := newWindowAxis(c, ws)
@@ -543,5 +554,66 @@ func opsChart(id string, ts []Tick) *chart {
 	}
 	c.Legend = append(c.Legend, legend{"bar lost", "failed operations/s"})
 	c.Caption = "Every operation (connect, subscribe, ready, publish, control, polls) per second between live ticks; red bars: failures."
+	return c
+}
+
+// busKeys are the bus values charted, when present: load and clients
+// (Mosquitto), messages and subscribers (Nchan).
+var busKeys = []string{
+	"$SYS/broker/load/messages/received/1min", "$SYS/broker/load/messages/sent/1min",
+	"$SYS/broker/load/publish/dropped/1min", "$SYS/broker/clients/connected",
+	"subscribers", "channels", "stored messages",
+}
+
+// busChart: up to four of busKeys over the run, each scaled to its own
+// maximum (the values have different units); the legend gives each maximum.
+func busChart(id string, s *busstats.Series) *chart {
+	c := newChart(id, "Bus health over the run")
+	var keys []string
+	for _, k := range busKeys {
+		for _, smp := range s.Samples {
+			if _, ok := smp.Values[k]; ok {
+				keys = append(keys, k)
+				break
+			}
+		}
+		if len(keys) == 4 {
+			break
+		}
+	}
+	if len(keys) == 0 || len(s.Samples) < 2 {
+		return nil
+	}
+	end := float64(s.Samples[len(s.Samples)-1].AtMS) / 1000
+	if end <= 0 {
+		end = 1
+	}
+	step := niceMax(end / 6)
+	for v := 0.0; v <= end+1e-9; v += step {
+		c.XTicks = append(c.XTicks, tick{X: f1(float64(c.L) + v/end*c.plotW()), Y: strconv.Itoa(c.B), Label: (time.Duration(v) * time.Second).String()})
+	}
+	c.linTicks(0, 1, func(v float64) string { return strconv.FormatFloat(v*100, 'f', 0, 64) + "%" })
+	classes := []string{"s1", "s2", "s3", "s4"}
+	for i, k := range keys {
+		var hi float64
+		for _, smp := range s.Samples {
+			hi = math.Max(hi, smp.Values[k])
+		}
+		var pts []string
+		for _, smp := range s.Samples {
+			v, ok := smp.Values[k]
+			if !ok {
+				continue
+			}
+			y := float64(c.B)
+			if hi > 0 {
+				y = c.linY(v/hi, 0, 1)
+			}
+			pts = append(pts, f1(float64(c.L)+float64(smp.AtMS)/1000/end*c.plotW())+","+f1(y))
+		}
+		c.Lines = append(c.Lines, line{Points: joinPts(pts), Class: classes[i]})
+		c.Legend = append(c.Legend, legend{"line " + classes[i], strings.TrimPrefix(k, "$SYS/broker/") + " (max " + strconv.FormatFloat(hi, 'g', 4, 64) + ")"})
+	}
+	c.Caption = "The bus's own numbers, sampled every few seconds; each line is scaled to its own maximum."
 	return c
 }

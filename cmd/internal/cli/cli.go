@@ -61,6 +61,11 @@ type Common struct {
 	PProf string
 	// Metrics is the host:port to serve Prometheus /metrics on (--metrics).
 	Metrics string
+	// BusStats samples the bus's own health (--bus-stats, --bus-stats-path,
+	// --bus-stats-interval).
+	BusStats      bool
+	BusStatsPath  string
+	BusStatsEvery time.Duration
 
 	faultDelays  string
 	passwordFile string
@@ -107,6 +112,9 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.DurationVar(&c.Live, "live", 5*time.Second, "interval of the live output")
 	fs.BoolVar(&c.Quiet, "quiet", false, "no live output")
 	fs.StringVar(&c.PProf, "pprof", "", "serve Go profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
+	fs.BoolVar(&c.BusStats, "bus-stats", true, "sample the bus's own health during the run into the result: Mosquitto's $SYS/#, Nchan's status page (off: --bus-stats=false)")
+	fs.StringVar(&c.BusStatsPath, "bus-stats-path", "/nchan_stub_status", "long-poll: path of Nchan's nchan_stub_status page under the target URL")
+	fs.DurationVar(&c.BusStatsEvery, "bus-stats-interval", 5*time.Second, "how often --bus-stats samples")
 	fs.StringVar(&c.Metrics, "metrics", "", "serve Prometheus metrics on host:port at /metrics, e.g. 127.0.0.1:9464 (0.0.0.0:9464 in a pod); the host must be explicit")
 
 	fs.Float64Var(&c.Faults.Drop, "fault-drop", 0, "embedded bus only: fraction of deliveries to drop")
@@ -193,6 +201,9 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 		if host, _, err := net.SplitHostPort(c.PProf); err != nil || !isLoopback(host) {
 			errs = append(errs, fmt.Errorf("%s: --pprof %q: want a loopback host:port such as 127.0.0.1:6060", prog, c.PProf))
 		}
+	}
+	if c.BusStatsEvery < time.Second {
+		errs = append(errs, fmt.Errorf("%s: --bus-stats-interval must be at least 1s, got %v", prog, c.BusStatsEvery))
 	}
 	if c.Metrics != "" {
 		if err := metrics.CheckAddr(c.Metrics); err != nil {
