@@ -52,7 +52,7 @@ type childMsg struct {
 var childSetup = map[string]bool{
 	"processes": true, "child-fd": true, "shards": true, "shard": true, "run-id": true, "start-at": true,
 	"target": true, "embedded": true, "json": true, "html": true, "shard-file": true, "quiet": true, "live": true,
-	"pprof": true, "password": true, "password-file": true, "hold": true, "source-addrs": true,
+	"pprof": true, "password": true, "password-file": true, "hold": true, "source-addrs": true, "metrics": true,
 	"fault-drop": true, "fault-duplicate": true, "fault-delay": true, "fault-delays": true, "fault-corrupt": true, "fault-seed": true,
 }
 
