@@ -271,8 +271,10 @@ func combine(g verify.Gates, evidence verify.Evidence, rs ...verify.Result) veri
 	out.Verdict, out.Reason, out.Gates = g.Judge(out.Counts, evidence)
 	// Each direction is judged on its own too (e.g. its own coverage): the
 	// pooled verdict is the worst of them (fail, then inconclusive, then pass).
+	// A direction that published nothing has nothing to judge (a short run's
+	// proctors may send no control message): it does not decide the run.
 	for i, r := range rs {
-		if r.Verdict.Worse(out.Verdict) {
+		if r.Counts.PublishAttempted > 0 && r.Verdict.Worse(out.Verdict) {
 			out.Verdict, out.Reason = r.Verdict, directionNames[i]+": "+r.Reason
 		}
 	}

@@ -114,8 +114,11 @@ func (f ShardFile) Result(g verify.Gates) verify.Result {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if dv, dr, _ := g.Evaluate(f.Streams[name]); dv.Worse(v) {
-			v, reason = dv, name+": "+dr
+		// A direction that published nothing has nothing to judge.
+		if dc := f.Streams[name]; dc.PublishAttempted > 0 {
+			if dv, dr, _ := g.Evaluate(dc); dv.Worse(v) {
+				v, reason = dv, name+": "+dr
+			}
 		}
 	}
 	return verify.Result{Verdict: v, Reason: reason, Counts: f.Counts,
