@@ -47,6 +47,9 @@ type Config struct {
 	Backoff backoff.Config
 	// SourceAddrs spreads client sockets over these local IPs (127.0.0.x).
 	SourceAddrs []string
+	// PayloadSize is the largest payload the run sends; MQTT packets read are
+	// bounded by it (mqtt.MaxPacketFor). Zero: mqtt.DefaultMaxPacketSize.
+	PayloadSize int
 	// Bus configures the embedded bus (faults, hold); ignored for real targets.
 	Bus localbus.Config
 }
@@ -154,7 +157,7 @@ func Open(cfg Config) (*Target, error) {
 		c, err = mqtt.New(mqtt.Config{
 			URL: url, QoS: qos, QoSSet: true, Username: cfg.Username, Password: cfg.Password,
 			CAFile: cfg.CAFile, Insecure: cfg.Insecure, PublishTimeout: cfg.PublishTimeout,
-			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
+			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs, PayloadSize: cfg.PayloadSize,
 		})
 		if err == nil {
 			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)
