@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/eventswarm/eventswarm/internal/bus"
 )
@@ -181,6 +182,11 @@ type reader struct {
 	// beforeRead, if set, runs before each read from the stream (the
 	// connection flushes its queued acknowledgements there).
 	beforeRead func()
+	// linger, if set, is slept before a read that follows a short one (one
+	// that did not fill half the buffer): traffic is flowing but thin, so
+	// waiting a little lets one read take many packets.
+	linger time.Duration
+	short  bool
 }
 
 func newReader(rd io.Reader, max int) *reader {
@@ -201,10 +207,14 @@ func (r *reader) fill(need int) error {
 		r.w = copy(nb, r.buf[:r.w])
 		r.buf = nb
 	}
+	if r.short && r.linger > 0 {
+		time.Sleep(r.linger)
+	}
 	if r.beforeRead != nil {
 		r.beforeRead()
 	}
 	n, err := r.rd.Read(r.buf[r.w:])
+	r.short = n > 0 && n < (len(r.buf)-r.w)/2
 	if n < 0 || n > len(r.buf)-r.w {
 		return io.ErrNoProgress
 	}

@@ -80,6 +80,11 @@ type Config struct {
 	// PayloadSize is the largest payload the caller expects to receive; it
 	// derives the default MaxPacketSize.
 	PayloadSize int
+	// Linger lets a connection trade a little latency for fewer syscalls: a
+	// write waits up to Linger for more to write with it (never past 16 KiB
+	// queued), and a read that follows a short read waits Linger first so that
+	// one read takes many packets. Zero (the default) writes and reads at once.
+	Linger time.Duration
 	// SourceAddrs are local IPs client sockets are bound to, round robin per
 	// connection (e.g. 127.0.0.2…127.0.0.9 to get past the ~28k ephemeral ports
 	// of one source address). On Linux the socket is bound with
@@ -157,6 +162,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPacketSize < 0 || c.MaxPacketSize > maxRemaining {
 		errs = append(errs, fmt.Errorf("mqtt: max packet size must be 0 (default) or 1..%d, got %d", maxRemaining, c.MaxPacketSize))
+	}
+	if c.Linger < 0 || c.Linger > time.Second {
+		errs = append(errs, fmt.Errorf("mqtt: linger must be in [0, 1s], got %v", c.Linger))
 	}
 	if c.PayloadSize < 0 {
 		errs = append(errs, fmt.Errorf("mqtt: payload size must be >= 0, got %d", c.PayloadSize))

@@ -81,8 +81,12 @@ func TestPublishDeliverAllocs(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	f := startFake(t, serveEcho)
-	for _, qos := range []byte{0, 1, 2} {
-		c := newClient(t, Config{URL: "mqtt://" + f.addr(), QoS: qos, QoSSet: true})
+	for _, tc := range []struct {
+		qos    byte
+		linger time.Duration
+	}{{0, 0}, {1, 0}, {2, 0}, {0, 100 * time.Microsecond}, {1, 100 * time.Microsecond}} {
+		qos := tc.qos
+		c := newClient(t, Config{URL: "mqtt://" + f.addr(), QoS: qos, QoSSet: true, Linger: tc.linger})
 		var h countHandler
 		conn := dial(t, c, context.Background(), "alloc", &h)
 		payload := make([]byte, 128)
@@ -100,7 +104,7 @@ func TestPublishDeliverAllocs(t *testing.T) {
 			}
 		})
 		if allocs != 0 {
-			t.Errorf("qos %d: %v allocs per publish+delivery, want 0", qos, allocs)
+			t.Errorf("qos %d linger %v: %v allocs per publish+delivery, want 0", qos, tc.linger, allocs)
 		}
 		if h.bad.Load() != 0 {
 			t.Errorf("qos %d: %d deliveries with the wrong topic or payload", qos, h.bad.Load())

@@ -51,6 +51,8 @@ type epoch struct {
 	dead      bool
 	deadCh    chan struct{} // closed when dead
 	cause     error         // why the connection was dropped by us (kill)
+	armed     bool          // ftimer will flush
+	ftimer    *time.Timer   // Config.Linger's, made on first use
 
 	slots      []*pub // by packet ID: the publish waiting for its acknowledgement, zombie, or nil
 	used       int    // non-nil slots
@@ -88,6 +90,7 @@ func newEpoch(c *Conn, conn net.Conn) *epoch {
 	e.cond.L = &e.mu
 	e.rd = newReader(conn, c.client.cfg.MaxPacketSize)
 	e.rd.beforeRead = e.flushPending
+	e.rd.linger = c.client.cfg.Linger
 	return e
 }
 
@@ -264,9 +267,40 @@ func (e *epoch) send(p *pub, topic string, payload []byte) error {
 	e.wbuf = appendPublish(e.wbuf, topic, payload, qos, false, false, id)
 	e.queued += uint64(len(e.wbuf) - before)
 	p.end = e.queued
-	e.flushLocked()
+	e.flushSoon()
 	e.mu.Unlock()
 	return nil
+}
+
+// lingerMax is the queue size past which a write never waits for more.
+const lingerMax = 16 << 10
+
+// flushSoon writes the queue now, or, with Config.Linger, within Linger (so
+// publishes handed over meanwhile leave in the same write). Called with mu.
+func (e *epoch) flushSoon() {
+	d := e.c.client.cfg.Linger
+	if d <= 0 || len(e.wbuf) >= lingerMax {
+		e.flushLocked()
+		return
+	}
+	if e.flushing || e.armed {
+		return // the writer under way, or the armed timer, takes it
+	}
+	e.armed = true
+	if e.ftimer == nil {
+		e.ftimer = time.AfterFunc(d, e.onFlushTimer)
+	} else {
+		e.ftimer.Reset(d)
+	}
+}
+
+func (e *epoch) onFlushTimer() {
+	e.mu.Lock()
+	e.armed = false
+	if len(e.wbuf) > 0 {
+		e.flushLocked()
+	}
+	e.mu.Unlock()
 }
 
 // waitForID waits, with mu held (released while waiting), until a packet ID
@@ -395,6 +429,9 @@ func (e *epoch) fail() {
 	clear(e.slots)
 	e.used = 0
 	close(e.deadCh)
+	if e.ftimer != nil {
+		e.ftimer.Stop()
+	}
 	e.cond.Broadcast()
 	e.mu.Unlock()
 	_ = e.conn.Close()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/eventswarm/eventswarm/internal/bus"
 	"github.com/eventswarm/eventswarm/internal/bustest"
@@ -17,14 +18,18 @@ import (
 // per publish.
 func TestPublishAsyncInOrder(t *testing.T) {
 	b := startBroker(t, brokerOpts{})
-	for _, qos := range []byte{0, 1, 2} {
-		t.Run(fmt.Sprintf("qos=%d", qos), func(t *testing.T) {
+	for _, tc := range []struct {
+		qos    byte
+		linger time.Duration
+	}{{0, 0}, {1, 0}, {2, 0}, {0, time.Millisecond}, {1, time.Millisecond}, {2, time.Millisecond}} {
+		qos := tc.qos
+		t.Run(fmt.Sprintf("qos=%d/linger=%v", qos, tc.linger), func(t *testing.T) {
 			ctx := context.Background()
-			c := newClient(t, Config{URL: "mqtt://" + b.addr, QoS: qos, QoSSet: true})
+			c := newClient(t, Config{URL: "mqtt://" + b.addr, QoS: qos, QoSSet: true, Linger: tc.linger})
 			var subRec, pubRec recorder
-			sub := dial(t, c, ctx, fmt.Sprintf("order-sub-%d", qos), &subRec)
-			pub := dial(t, c, ctx, fmt.Sprintf("order-pub-%d", qos), &pubRec)
-			topic := fmt.Sprintf("order/%d", qos)
+			sub := dial(t, c, ctx, fmt.Sprintf("order-sub-%d-%v", qos, tc.linger), &subRec)
+			pub := dial(t, c, ctx, fmt.Sprintf("order-pub-%d-%v", qos, tc.linger), &pubRec)
+			topic := fmt.Sprintf("order/%d/%v", qos, tc.linger)
 			if err := sub.Subscribe(ctx, []string{topic}); err != nil {
 				t.Fatalf("Subscribe: %v", err)
 			}

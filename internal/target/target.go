@@ -50,6 +50,8 @@ type Config struct {
 	// PayloadSize is the largest payload the run sends; MQTT packets read are
 	// bounded by it (mqtt.MaxPacketFor). Zero: mqtt.DefaultMaxPacketSize.
 	PayloadSize int
+	// MQTTLinger is mqtt.Config.Linger (0: write and read at once).
+	MQTTLinger time.Duration
 	// Bus configures the embedded bus (faults, hold); ignored for real targets.
 	Bus localbus.Config
 }
@@ -158,6 +160,7 @@ func Open(cfg Config) (*Target, error) {
 			URL: url, QoS: qos, QoSSet: true, Username: cfg.Username, Password: cfg.Password,
 			CAFile: cfg.CAFile, Insecure: cfg.Insecure, PublishTimeout: cfg.PublishTimeout,
 			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs, PayloadSize: cfg.PayloadSize,
+			Linger: cfg.MQTTLinger,
 		})
 		if err == nil {
 			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)

@@ -90,6 +90,7 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.StringVar(&t.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL (POST <url>/<pub-path><channel>)")
 	fs.StringVar(&t.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL (GET <url>/<sub-path><ch1>,<ch2>)")
 	fs.DurationVar(&t.PublishTimeout, "publish-timeout", verify.DefaultPublishTimeout, "a publish not acknowledged within this has an unknown outcome")
+	fs.DurationVar(&t.MQTTLinger, "mqtt-linger", 0, "MQTT: a write waits up to this for more to send with it, a busy read for more to read (fewer syscalls per message, at most this much added latency each way); 0 = at once")
 
 	fs.DurationVar(&ledger.Latency, "latency", verify.DefaultLatency, "on-time bound (inclusive)")
 	fs.DurationVar(&ledger.LostAfter, "lost-after", verify.DefaultLostAfter, "a message not delivered within this is lost")
