@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/bus"
 )
 
@@ -230,5 +231,36 @@ func TestWindowFull(t *testing.T) {
 		if err := w(); !errors.Is(err, bus.ErrUnknownOutcome) {
 			t.Fatalf("unacknowledged publish: got %v, want ErrUnknownOutcome", err)
 		}
+	}
+}
+
+// TestPersistentSession: with CleanSession false the broker keeps a
+// subscriber's session across a reconnect: the Conn reports SessionPresent,
+// and the QoS 1 messages published while it was away arrive after it.
+func TestPersistentSession(t *testing.T) {
+	b := startBroker(t, brokerOpts{})
+	ctx := context.Background()
+	c := newClient(t, Config{URL: "mqtt://" + b.addr, QoS: 1, CleanSession: boolPtr(false), Backoff: backoff.Config{Initial: 300 * time.Millisecond, Max: 300 * time.Millisecond, Multiplier: 1}})
+	pc := newClient(t, Config{URL: "mqtt://" + b.addr, QoS: 1})
+	var rec, pubRec recorder
+	sub := dial(t, c, ctx, "session-sub", &rec)
+	pub := dial(t, pc, ctx, "session-pub", &pubRec)
+	if err := sub.Subscribe(ctx, []string{"s/1"}); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, pub, &rec, "s/1", "before")
+	// Close the socket under the Conn, as a network fault would.
+	sub.cur.Load().kill(errors.New("test: cut"))
+	pollUntil(t, "the disconnect", func() bool { return len(rec.eventsOf(bus.Retrying)) >= 1 })
+	if err := pub.Publish(ctx, "s/1", []byte("while away")); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, "the queued message", func() bool { return rec.numMessages() >= 2 })
+	if m := rec.messages()[1]; string(m.Payload) != "while away" {
+		t.Fatalf("after the reconnect: got %q", m.Payload)
+	}
+	cs := rec.eventsOf(bus.Connected)
+	if len(cs) != 2 || cs[0].SessionPresent || !cs[1].SessionPresent {
+		t.Fatalf("Connected events %+v: want SessionPresent false, then true", cs)
 	}
 }

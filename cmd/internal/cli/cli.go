@@ -61,6 +61,7 @@ type Common struct {
 
 	faultDelays  string
 	passwordFile string
+	cleanSession bool
 }
 
 // RegisterGates defines the SLO gate flags on fs, with verify.DefaultGates
@@ -90,6 +91,7 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.StringVar(&t.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL (POST <url>/<pub-path><channel>)")
 	fs.StringVar(&t.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL (GET <url>/<sub-path><ch1>,<ch2>)")
 	fs.DurationVar(&t.PublishTimeout, "publish-timeout", verify.DefaultPublishTimeout, "a publish not acknowledged within this has an unknown outcome")
+	fs.BoolVar(&c.cleanSession, "clean-session", true, "MQTT: the CONNECT clean-session flag; false keeps each client ID's session (subscriptions, queued QoS 1/2 messages) across its reconnects")
 	fs.DurationVar(&t.MQTTLinger, "mqtt-linger", 0, "MQTT: a write waits up to this for more to send with it, a busy read for more to read (fewer syscalls per message, at most this much added latency each way); 0 = at once")
 
 	fs.DurationVar(&ledger.Latency, "latency", verify.DefaultLatency, "on-time bound (inclusive)")
@@ -132,6 +134,7 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 		c.Faults.Skip = verify.IsMarker
 	}
 	c.Target.Bus = localbus.Config{Hold: c.Hold, Faults: c.Faults}
+	c.Target.PersistentSession = !c.cleanSession
 	if err := c.Target.Validate(); err != nil {
 		errs = append(errs, err)
 	}
