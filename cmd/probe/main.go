@@ -170,6 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		}
 		return code
 	}
+	o.Target.PayloadSize = o.cfg.PayloadSize // bounds the MQTT packets read
 	tgt, err := target.Open(o.Target)
 	if err != nil {
 		return couldNotRun(err)

@@ -342,6 +342,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	if w := spawnWarning(o.cfg); w != "" {
 		fmt.Fprintln(stderr, w)
 	}
+	o.Target.PayloadSize = o.cfg.PayloadSize // bounds the MQTT packets read
 	tgt, err := target.Open(o.Target)
 	if err != nil {
 		return couldNotRun(err)

@@ -1,12 +1,14 @@
-// Package mqtt is eventswarm's MQTT transport: a thin wrapper over the Eclipse
-// paho client (MQTT 3.1.1) that satisfies bus.Conn.
+// Package mqtt is eventswarm's MQTT transport (MQTT 3.1.1): a connection
+// loop of its own over paho's packets package (control packets) and a small
+// hand-written codec for the hot path (PUBLISH and its acknowledgements),
+// satisfying bus.Conn.
 //
-// One Client holds the checked configuration (broker address, TLS, timeouts);
-// Dial opens one Conn per simulated user. A Conn owns its reconnects: paho's
-// own auto-reconnect and connect-retry are off, and a lost connection is
-// retried through backoff (exponential, full jitter, capped, reset after a
-// successful connect), so the reconnect numbers mean one thing. After a
-// reconnect the Conn subscribes again to every topic it was granted.
+// One Client holds the checked configuration (broker address, TLS, timeouts)
+// and the one timer all its connections share; Dial opens one Conn per
+// simulated user. A Conn owns its reconnects: a lost connection is retried
+// through backoff (exponential, full jitter, capped, reset after a successful
+// connect), so the reconnect numbers mean one thing. After a reconnect the
+// Conn subscribes again to every topic it was granted.
 //
 // Events go to the bus.Handler in this order around an outage:
 // Disconnected{Err}, then Retrying{Delay, Err} before each attempt and
@@ -15,45 +17,45 @@
 // the backoff's floor (Config.Backoff.Initial), so a broker that goes away
 // does not see every connection come back at once.
 //
-// # Memory
+// # The connection loop
 //
-// A load generator keeps many thousands of connections open, so a Conn is kept
-// small (BenchmarkConnMemory measures it: about 31 KB per idle connection, heap
-// and goroutine stacks, at 1,000 and 5,000 connections; the target is 48 KB):
-//   - no goroutine of ours while connected: the reconnect loop is started by
-//     paho's connection-lost callback and ends once connected again; the
-//     lifetime context is watched with context.AfterFunc;
-//   - each connection epoch gets a fresh paho client with a fresh in-memory
-//     store (paho.NewMemoryStore): in-flight QoS 1/2 state lives only as long
-//     as the TCP connection it belongs to and is freed with it; nothing is
-//     written to disk and nothing is re-sent by us (a publish cut by a
-//     disconnect reports an unknown outcome instead);
-//   - ResumeSubs is off (subscribe packets are not stored): we resubscribe
-//     ourselves from the list of granted topics;
-//   - the websocket options and HTTP header map paho allocates by default
-//     are dropped, and one net.Dialer and one tls.Config (with a small shared
-//     session cache) serve every connection of a Client;
-//   - paho reads packets straight from the socket (no read buffer) and has no
-//     message channel any more (SetMessageChannelDepth has no effect in
-//     v1.5), so there is nothing else to shrink without losing messages.
-//
-// The cost that remains is paho's ~10 goroutines per connection (reader,
-// writer, router, keep-alive and plumbing).
+//   - One goroutine per Conn: it reads the socket through its own buffer
+//     (many packets per read syscall; a small buffer while idle, a large one
+//     once reads fill it), frames packets with a bound on the declared length
+//     (Config.MaxPacketSize, checked before anything is allocated), and hands
+//     each delivery to the handler in wire order. Between connections it runs
+//     the reconnect loop.
+//   - Writes go through a per-connection queue: bytes are appended under a
+//     mutex and whoever finds no write under way writes the whole queue in one
+//     syscall, looping while more was appended meanwhile. So under load many
+//     publishes and acknowledgements leave in one write; acknowledgements of
+//     deliveries are written before the reader blocks on its next read.
+//   - QoS 1/2: a window of packet IDs per connection (grown on demand up to
+//     32767); PUBACK / PUBCOMP completes a publish (accepted), PublishTimeout
+//     without it is bus.ErrUnknownOutcome, and so is a connection lost before
+//     it. An expired publish's packet ID stays taken until its late
+//     acknowledgement or the end of the connection, so it is never confused
+//     with a later publish.
+//   - One timer per Client (a goroutine only while it has connections) expires
+//     publishes, sends PINGREQ on connections silent for the keep-alive
+//     interval and drops those whose PINGRESP does not come within
+//     ConnectTimeout.
+//   - A publish allocates nothing in steady state: the encoder writes into the
+//     reusable queue, the decoder returns slices of the read buffer, the wait
+//     function PublishAsync returns is a pooled object's bound method, and a
+//     delivery's topic string comes from a small cache.
 //
 // # Deliveries
 //
-// With SetOrderMatters(true) paho runs the handler for every delivery of a
-// connection on one goroutine, in the order the deliveries arrived (with
-// false it would start a goroutine per delivery and a verifier would see the
-// scheduler's reordering as the bus's), and acknowledges (PUBACK/PUBREC)
-// after it returns. So a handler must be fast and must not block (nor call
-// Publish or Subscribe on its own Conn): it holds up that connection's
-// deliveries. Close waits for a handler in flight and none start after it
-// returns. Subscriptions are renewed by the reconnect
-// loop after the CONNACK rather than in paho's OnConnect callback: one owner.
-// With CleanSession false, QoS 2 receive state does not survive a reconnect
-// (fresh store per connection), so the broker's resend after a reconnect can
-// show up as a duplicate; the verifier counts it.
+// The handler runs on the reader goroutine, one delivery at a time, in the
+// order the broker sent them, and their acknowledgements (PUBACK/PUBREC) are
+// queued after it returns. So a handler must be fast and must not block (nor
+// call Publish or Subscribe on its own Conn): it holds up that connection's
+// deliveries. The DUP and RETAIN flags are reported on bus.Message. Close
+// waits for a handler in flight and none start after it returns. With
+// CleanSession false, QoS 2 receive state does not survive a reconnect, so the
+// broker's resend after a reconnect shows up as a duplicate; the verifier
+// counts it.
 package mqtt
 
 import (
@@ -66,14 +68,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/url"
+	"os"
 	"strconv"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/eventswarm/eventswarm/internal/bus"
@@ -95,17 +96,19 @@ type notConnectedError struct{}
 func (notConnectedError) Error() string { return "mqtt: not connected" }
 func (notConnectedError) Unwrap() error { return net.ErrClosed }
 
-// quiesce is how long Close lets paho flush the DISCONNECT packet.
-const quiesce = 250 // ms
-
 // Client dials connections to one broker. It is safe for concurrent use.
 type Client struct {
 	cfg     Config
 	ep      endpoint
-	broker  string // tcp://host:port for paho (the socket is ours, see open)
 	tls     *tls.Config
 	dialers []*net.Dialer // one per source address (or one with none)
 	next    atomic.Uint32 // round robin over dialers
+
+	keeper *keeper       // the one timer of all connections
+	tick   time.Duration // its period
+	pubs   sync.Pool     // *pub
+
+	errTimeout, errLost, errPingTimeout error
 }
 
 // New checks cfg and prepares a Client (it loads the CA file). It does no
@@ -119,7 +122,14 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Username == "" && ep.userSet {
 		cfg.Username, cfg.Password = ep.user, ep.password
 	}
-	c := &Client{cfg: cfg, ep: ep, broker: "tcp://" + ep.addr}
+	c := &Client{cfg: cfg, ep: ep}
+	c.tick = min(cfg.PublishTimeout, cfg.KeepAlive) / 10
+	c.tick = min(max(c.tick, 5*time.Millisecond), time.Second)
+	c.keeper = newKeeper(c.tick)
+	c.pubs.New = newPub
+	c.errTimeout = fmt.Errorf("mqtt: publish: no acknowledgement within %v: %w", cfg.PublishTimeout, bus.ErrUnknownOutcome)
+	c.errLost = fmt.Errorf("mqtt: publish: connection lost before the acknowledgement: %w", bus.ErrUnknownOutcome)
+	c.errPingTimeout = fmt.Errorf("mqtt: no PINGRESP within %v: %w", cfg.ConnectTimeout, os.ErrDeadlineExceeded)
 	if ep.tls {
 		var pool *x509.CertPool
 		if cfg.CAFile != "" {
@@ -214,35 +224,6 @@ func classifyTLS(addr string, err error) error {
 	return fmt.Errorf("mqtt: TLS with %s: %w", addr, err)
 }
 
-// classifyConnect wraps a failed paho connect in the bus sentinel that says
-// what went wrong. Socket and TLS errors are classified by open already.
-func classifyConnect(err error) error {
-	switch {
-	case errors.Is(err, bus.ErrUnreachable), errors.Is(err, bus.ErrProtocol), errors.Is(err, bus.ErrRefused),
-		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("mqtt: connect: %w", err)
-	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword), errors.Is(err, packets.ErrorRefusedNotAuthorised),
-		errors.Is(err, packets.ErrorRefusedIDRejected):
-		return fmt.Errorf("mqtt: connect refused by the broker: %w: %w", bus.ErrRefused, err)
-	case errors.Is(err, packets.ErrorRefusedServerUnavailable):
-		return fmt.Errorf("mqtt: connect: %w: %w", bus.ErrUnreachable, err)
-	case errors.Is(err, packets.ErrorRefusedBadProtocolVersion), errors.Is(err, packets.ErrorProtocolViolation):
-		return fmt.Errorf("mqtt: connect: %w: %w", bus.ErrProtocol, err)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		// Part of a packet, then EOF: the peer answered CONNECT with something
-		// else (a plain EOF is left alone: a broker at its connection limit
-		// closes at once).
-		return fmt.Errorf("mqtt: connect: not an MQTT broker? %w: %w", bus.ErrProtocol, err)
-	}
-	// paho's handshake errors carry no sentinel; these mean the peer answered
-	// CONNECT with something that is not a CONNACK.
-	if s := err.Error(); strings.Contains(s, "non-CONNACK") || strings.Contains(s, "unsupported packet type") ||
-		strings.Contains(s, "nil CONNACK") || strings.Contains(s, "failed to read expected data") {
-		return fmt.Errorf("mqtt: connect: not an MQTT broker? %w: %w", bus.ErrProtocol, err)
-	}
-	return fmt.Errorf("mqtt: connect: %w", err)
-}
-
 // Check is a preflight: it connects once with a throw-away client ID, waits for
 // the CONNACK and disconnects. A refused or unroutable address wraps
 // bus.ErrUnreachable; a peer that does not answer CONNECT with a CONNACK
@@ -319,7 +300,7 @@ func readConnack(r io.Reader) (sessionPresent bool, rc byte, err error) {
 		case n == 0 && errors.As(err, &ne) && ne.Timeout():
 			return false, 0, fmt.Errorf("no CONNACK before the connect timeout (not an MQTT broker?): %w: %w", bus.ErrProtocol, err)
 		case n == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
-			return false, 0, fmt.Errorf("connection closed without a CONNACK (not an MQTT broker?): %w: %w", bus.ErrProtocol, err)
+			return false, 0, &closedError{err}
 		case n == 0:
 			return false, 0, fmt.Errorf("reading CONNACK: %w", err)
 		}
@@ -337,6 +318,17 @@ func readConnack(r io.Reader) (sessionPresent bool, rc byte, err error) {
 	return b[2]&1 == 1, b[3], nil
 }
 
+// closedError is a connection closed before the first byte of a CONNACK.
+// Check reports it as a protocol error (not an MQTT broker?); Dial's
+// reconnects as a reset (a broker at its connection limit closes at once).
+type closedError struct{ err error }
+
+func (e *closedError) Error() string {
+	return "connection closed without a CONNACK (not an MQTT broker?): " + e.err.Error()
+}
+
+func (e *closedError) Unwrap() []error { return []error{bus.ErrProtocol, e.err} }
+
 // describeBytes names what a non-MQTT answer looks like.
 func describeBytes(b []byte) string {
 	switch {
@@ -347,44 +339,4 @@ func describeBytes(b []byte) string {
 	}
 	q := strconv.QuoteToASCII(string(b))
 	return "bytes " + q + " that are not a CONNACK (not an MQTT 3.1.1 broker?)"
-}
-
-// pahoOptions builds the paho options of one connection epoch. See the package
-// doc for why each memory-related choice is made. The socket is opened by
-// open; abort receives the function that ends its ctx watch, for the caller
-// to call once paho's handshake is over (read it after the connect token
-// completed).
-func (c *Client) pahoOptions(id string, d *net.Dialer, ctx context.Context, abort *func() bool,
-	onMsg paho.MessageHandler, onLost paho.ConnectionLostHandler) *paho.ClientOptions {
-	o := paho.NewClientOptions()
-	o.AddBroker(c.broker)
-	o.SetClientID(id)
-	o.SetUsername(c.cfg.Username)
-	o.SetPassword(c.cfg.Password)
-	o.SetCleanSession(*c.cfg.CleanSession)
-	o.SetProtocolVersion(4)   // 3.1.1 only: no silent second connect attempt at 3.1
-	o.SetOrderMatters(true)   // deliveries reach the handler in arrival order, on one goroutine
-	o.SetAutoReconnect(false) // we own reconnects (backoff)
-	o.SetConnectRetry(false)
-	o.SetResumeSubs(false)
-	o.SetKeepAlive(c.cfg.KeepAlive)
-	o.SetConnectTimeout(c.cfg.ConnectTimeout)
-	o.SetWriteTimeout(c.cfg.PublishTimeout) // bounds paho's hand-off and socket writes
-	o.SetStore(paho.NewMemoryStore())
-	o.SetDefaultPublishHandler(onMsg)
-	o.SetConnectionLostHandler(onLost)
-	o.SetCustomOpenConnectionFn(func(_ *url.URL, _ paho.ClientOptions) (net.Conn, error) {
-		conn, stop, err := c.open(ctx, d)
-		if err == nil {
-			if *abort != nil {
-				(*abort)()
-			}
-			*abort = stop
-		}
-		return conn, err
-	})
-	o.Dialer = d
-	o.HTTPHeaders = nil
-	o.WebsocketOptions = nil
-	return o
 }

@@ -21,7 +21,17 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultKeepAlive      = 30 * time.Second
 	DefaultPublishTimeout = verify.DefaultPublishTimeout // one definition for every transport
+	// DefaultMaxPacketSize is the largest packet accepted from a broker when
+	// neither MaxPacketSize nor PayloadSize says otherwise.
+	DefaultMaxPacketSize = 1 << 20
 )
+
+// MaxPacketFor is the packet bound for deliveries of payloads up to payload
+// bytes: the payload plus the largest topic and header (64 KiB), and never
+// below 64 KiB.
+func MaxPacketFor(payload int) int {
+	return min(max(payload, 0)+64<<10, maxRemaining)
+}
 
 // Config says where the broker is and how to talk to it. The zero value of
 // every field but URL is valid and means the documented default.
@@ -62,6 +72,19 @@ type Config struct {
 	CleanSession *bool
 	// Backoff is the reconnect schedule (default backoff.Default).
 	Backoff backoff.Config
+	// MaxPacketSize bounds the remaining length of any packet read from the
+	// broker: a packet declaring more is a protocol error (bus.ErrProtocol),
+	// and nothing larger is allocated. Zero means MaxPacketFor(PayloadSize)
+	// when PayloadSize is set, else DefaultMaxPacketSize.
+	MaxPacketSize int
+	// PayloadSize is the largest payload the caller expects to receive; it
+	// derives the default MaxPacketSize.
+	PayloadSize int
+	// Linger lets a connection trade a little latency for fewer syscalls: a
+	// write waits up to Linger for more to write with it (never past 16 KiB
+	// queued), and a read that follows a short read waits Linger first so that
+	// one read takes many packets. Zero (the default) writes and reads at once.
+	Linger time.Duration
 	// SourceAddrs are local IPs client sockets are bound to, round robin per
 	// connection (e.g. 127.0.0.2…127.0.0.9 to get past the ~28k ephemeral ports
 	// of one source address). On Linux the socket is bound with
@@ -101,6 +124,12 @@ func (c Config) withDefaults() Config {
 	if c.Backoff == (backoff.Config{}) {
 		c.Backoff = backoff.Default
 	}
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = DefaultMaxPacketSize
+		if c.PayloadSize > 0 {
+			c.MaxPacketSize = MaxPacketFor(c.PayloadSize)
+		}
+	}
 	return c
 }
 
@@ -130,6 +159,15 @@ func (c Config) Validate() error {
 	}
 	if c.PublishTimeout < 0 {
 		errs = append(errs, fmt.Errorf("mqtt: publish timeout must be >= 0, got %v", c.PublishTimeout))
+	}
+	if c.MaxPacketSize < 0 || c.MaxPacketSize > maxRemaining {
+		errs = append(errs, fmt.Errorf("mqtt: max packet size must be 0 (default) or 1..%d, got %d", maxRemaining, c.MaxPacketSize))
+	}
+	if c.Linger < 0 || c.Linger > time.Second {
+		errs = append(errs, fmt.Errorf("mqtt: linger must be in [0, 1s], got %v", c.Linger))
+	}
+	if c.PayloadSize < 0 {
+		errs = append(errs, fmt.Errorf("mqtt: payload size must be >= 0, got %d", c.PayloadSize))
 	}
 	if c.Backoff != (backoff.Config{}) {
 		if err := c.Backoff.Validate(); err != nil {

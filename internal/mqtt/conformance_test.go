@@ -36,3 +36,18 @@ func TestMosquittoConformance(t *testing.T) {
 	}
 	bustest.Run(t, bustest.Transport{Addr: addr, Dialer: conformanceDialer})
 }
+
+// TestConformanceLinger runs the suite with Config.Linger set: delayed writes
+// and reads change no outcome.
+func TestConformanceLinger(t *testing.T) {
+	lb, err := localbus.Start(localbus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lb.Close() })
+	bustest.Run(t, bustest.Transport{Addr: lb.MQTTAddr(), Dialer: func(t *testing.T, addr string) bus.Dialer {
+		return bus.DialerOf(newClient(t, Config{
+			URL: "mqtt://" + addr, QoS: 1, QoSSet: true, PublishTimeout: 10 * time.Minute, Backoff: fastBackoff, Linger: time.Millisecond,
+		}).Dial)
+	}})
+}

@@ -1,17 +1,20 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/bus"
@@ -20,8 +23,10 @@ import (
 // Conn is one MQTT connection (one client ID) with its own reconnect loop. It
 // satisfies bus.Conn. Publish and Subscribe may be called from any goroutine.
 //
-// The Handler's methods run on paho's and the Conn's goroutines; they must be
-// fast and must not call Close on their own Conn.
+// The Handler's HandleMessage runs on the Conn's reader goroutine, one
+// delivery at a time in wire order; events come from that goroutine and from
+// the callers of Publish and Subscribe. The Handler must be fast and must
+// not call Close, Publish or Subscribe on its own Conn from HandleMessage.
 type Conn struct {
 	client *Client
 	id     string
@@ -33,8 +38,7 @@ type Conn struct {
 	wg     sync.WaitGroup
 	cur    atomic.Pointer[epoch] // the live connection, nil while reconnecting or closed
 
-	// mu guards the fields below it, and orders connection-lost callbacks
-	// against reconnects and Close.
+	// mu guards the fields below it.
 	mu     sync.Mutex
 	closed bool
 	bo     *backoff.Backoff
@@ -44,16 +48,9 @@ type Conn struct {
 	smu    sync.Mutex
 	topics []string // granted topic filters, resubscribed after a reconnect
 
-	// hmu lets Close wait for message handlers in flight; none start after.
+	// hmu lets shutdown wait for a message handler in flight; none start after.
 	hmu     sync.RWMutex
 	hclosed bool
-}
-
-// epoch is one TCP connection of a Conn: a fresh paho client per connect.
-type epoch struct {
-	cl      paho.Client
-	lost    bool  // guarded by Conn.mu
-	lostErr error // guarded by Conn.mu
 }
 
 // Dial connects with client ID id (unique per connection) and returns once
@@ -86,58 +83,80 @@ func (c *Client) Dial(ctx context.Context, id string, h bus.Handler) (*Conn, err
 		conn.cancel()
 		return nil, err
 	}
-	if !conn.adopt(ep) {
-		conn.cancel()
-		conn.mu.Lock()
-		lostErr := ep.lostErr
-		conn.mu.Unlock()
-		ep.cl.Disconnect(0)
-		return nil, fmt.Errorf("mqtt: connection lost right after connect: %w (%w)", ErrNotConnected, lostErr)
-	}
+	conn.adopt(ep)
+	conn.wg.Add(1)
+	go conn.run(ep)
 	context.AfterFunc(conn.ctx, conn.shutdown)
 	now := time.Now()
 	h.HandleEvent(bus.Event{Kind: bus.Connected, At: now, Latency: now.Sub(start), SessionPresent: sp})
 	return conn, nil
 }
 
-// connect runs one connect attempt with a fresh paho client.
+// connect runs one connect attempt: socket, TLS, CONNECT and CONNACK.
 func (c *Conn) connect() (*epoch, bool, error) {
-	ep := &epoch{}
-	var abort func() bool
-	o := c.client.pahoOptions(c.id, c.dialer, c.ctx, &abort, c.onMessage,
-		func(_ paho.Client, err error) { c.onLost(ep, err) })
-	ep.cl = paho.NewClient(o)
-	tok := ep.cl.Connect()
-	// Bounded without a timer of ours: the dial by ConnectTimeout, the TLS and
-	// MQTT handshakes by deadlines on the socket, and ctx aborts all three.
-	<-tok.Done()
-	if abort != nil {
-		abort() // written by open before the token completed
+	cl := c.client
+	conn, stop, err := cl.open(c.ctx, c.dialer)
+	if err != nil {
+		return nil, false, err
 	}
-	if err := tok.Error(); err != nil {
+	fail := func(err error) (*epoch, bool, error) {
+		stop()
+		_ = conn.Close()
 		if c.ctx.Err() != nil {
 			return nil, false, fmt.Errorf("mqtt: connect: %w", c.ctx.Err())
 		}
-		return nil, false, classifyConnect(err)
+		return nil, false, err
 	}
-	if err := c.ctx.Err(); err != nil {
-		ep.cl.Disconnect(quiesce)
-		return nil, false, fmt.Errorf("mqtt: connect: %w", err)
+	_ = conn.SetDeadline(time.Now().Add(cl.cfg.ConnectTimeout))
+	if err := cl.connectPacket(c.id).Write(conn); err != nil {
+		return fail(fmt.Errorf("mqtt: connect: sending CONNECT to %s: %w", cl.ep.addr, err))
 	}
-	sp := false
-	if ct, ok := tok.(*paho.ConnectToken); ok {
-		sp = ct.SessionPresent()
+	sp, rc, err := readConnack(conn)
+	if err != nil {
+		var ce *closedError
+		if errors.As(err, &ce) {
+			// Closed at once: a broker at its connection limit, or a proxy
+			// refusing. A reset, not a protocol error.
+			return fail(fmt.Errorf("mqtt: connect %s: the broker closed the connection without a CONNACK: %w", cl.ep.addr, ce.err))
+		}
+		return fail(fmt.Errorf("mqtt: connect %s: %w", cl.ep.addr, err))
 	}
-	return ep, sp, nil
+	if rc != packets.Accepted {
+		return fail(fmt.Errorf("mqtt: connect refused by %s: %w", cl.ep.addr, classifyReturnCode(rc)))
+	}
+	if !stop() {
+		return fail(fmt.Errorf("mqtt: connect: %w", context.Canceled))
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		return fail(fmt.Errorf("mqtt: connect: %w", err))
+	}
+	e := newEpoch(c, conn)
+	cl.keeper.add(e)
+	return e, sp, nil
 }
 
-// adopt makes ep the live connection unless it was lost already or the Conn
-// is closed. It resets the backoff (a successful connect) under mu, so a
-// reconnect loop started by a later loss sees the reset.
+// connectPacket is the CONNECT of client id.
+func (cl *Client) connectPacket(id string) *packets.ConnectPacket {
+	cp := packets.NewControlPacket(packets.Connect).(*packets.ConnectPacket)
+	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 4
+	cp.CleanSession = *cl.cfg.CleanSession
+	cp.ClientIdentifier = id
+	cp.Keepalive = uint16(cl.cfg.KeepAlive / time.Second)
+	if cl.cfg.Username != "" {
+		cp.UsernameFlag, cp.Username = true, cl.cfg.Username
+		if cl.cfg.Password != "" {
+			cp.PasswordFlag, cp.Password = true, []byte(cl.cfg.Password)
+		}
+	}
+	return cp
+}
+
+// adopt makes ep the live connection (and resets the backoff: a successful
+// connect) unless the Conn is closed.
 func (c *Conn) adopt(ep *epoch) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || ep.lost {
+	if c.closed {
 		return false
 	}
 	c.bo.Reset()
@@ -145,29 +164,145 @@ func (c *Conn) adopt(ep *epoch) bool {
 	return true
 }
 
-// onLost is paho's connection-lost callback (its own goroutine). It starts
-// the reconnect loop if ep is the live connection.
-func (c *Conn) onLost(ep *epoch, err error) {
-	if err == nil {
-		err = ErrNotConnected
-	}
-	c.mu.Lock()
-	ep.lost, ep.lostErr = true, err
-	if c.closed || c.cur.Load() != ep {
+// run is the Conn's goroutine: it reads the live connection and, when it is
+// lost, reconnects through the backoff, until the Conn stops.
+func (c *Conn) run(ep *epoch) {
+	defer c.wg.Done()
+	for ep != nil {
+		err := c.read(ep)
+		ep.mu.Lock()
+		if ep.cause != nil {
+			err = ep.cause
+		} else if ep.werr != nil {
+			err = ep.werr
+		}
+		ep.mu.Unlock()
+		ep.fail()
+		c.mu.Lock()
+		live := !c.closed && c.cur.Load() == ep
+		if live {
+			c.cur.Store(nil)
+		}
 		c.mu.Unlock()
+		if !live {
+			return
+		}
+		ep = c.reconnect(err)
+	}
+}
+
+// read frames packets from ep until an error, handing deliveries to the
+// handler in wire order and queueing their acknowledgements (written before
+// the next blocking read, or with the next publish).
+func (c *Conn) read(ep *epoch) error {
+	rd := ep.rd
+	for {
+		hdr, body, err := rd.next()
+		if err != nil {
+			return readErr(err)
+		}
+		switch hdr >> 4 {
+		case typePublish:
+			p, err := decodePublish(hdr, body)
+			if err != nil {
+				return err
+			}
+			c.deliver(bus.Message{Topic: ep.topicString(p.topic), Payload: p.payload, Retained: p.retain, Redelivery: p.dup})
+			if p.qos > 0 {
+				typ := byte(typePuback)
+				if p.qos == 2 {
+					typ = typePubrec
+				}
+				ep.mu.Lock()
+				ep.wbuf = appendAck(ep.wbuf, typ, p.id)
+				ep.mu.Unlock()
+			}
+		case typePuback, typePubrec, typePubcomp, typePubrel:
+			id, err := decodeAck(hdr, body)
+			if err != nil {
+				return err
+			}
+			ep.onAck(hdr>>4, id)
+		case typeSuback:
+			if hdr&0x0f != 0 || len(body) < 3 {
+				return fmt.Errorf("%w: SUBACK of %d bytes with flags 0x%x", errMalformed, len(body), hdr&0x0f)
+			}
+			cp, _ := packets.NewControlPacketWithHeader(packets.FixedHeader{MessageType: packets.Suback, RemainingLength: len(body)})
+			sa := cp.(*packets.SubackPacket)
+			if err := sa.Unpack(bytes.NewReader(body)); err != nil {
+				return fmt.Errorf("%w: SUBACK: %w", errMalformed, err)
+			}
+			select {
+			case ep.subacks <- suback{id: sa.MessageID, codes: sa.ReturnCodes}:
+			default: // nobody waits: a late answer
+			}
+		case typeUnsuback:
+		case typePingresp:
+			ep.mu.Lock()
+			ep.pingAt = 0
+			ep.mu.Unlock()
+		default:
+			return fmt.Errorf("mqtt: the broker sent an unexpected packet of type %d: %w", hdr>>4, bus.ErrProtocol)
+		}
+	}
+}
+
+// readErr says what a read error means; a closed stream is a reset.
+func readErr(err error) error {
+	switch {
+	case errors.Is(err, bus.ErrProtocol):
+		return err
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("mqtt: the broker closed the connection: %w: %w", err, syscall.ECONNRESET)
+	}
+	return fmt.Errorf("mqtt: read: %w", err)
+}
+
+// onAck handles PUBACK, PUBREC, PUBREL and PUBCOMP for packet id.
+func (e *epoch) onAck(typ byte, id uint16) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch typ {
+	case typePubrel: // our QoS 2 delivery: release done
+		e.wbuf = appendAck(e.wbuf, typePubcomp, id)
+		return
+	case typePubrec:
+		// Answer with PUBREL whatever the ID (the broker holds the message
+		// until it gets one), and advance a publish waiting for it.
+		e.wbuf = appendAck(e.wbuf, typePubrel, id)
+		if p := e.slot(id); p != nil && p != zombie && p.qos == 2 && p.state == stWait {
+			p.state = stRec
+		}
 		return
 	}
-	c.cur.Store(nil)
-	c.wg.Add(1)
-	c.mu.Unlock()
-	go c.reconnect(err)
+	p := e.slot(id)
+	switch {
+	case p == nil:
+		return // not ours (or a duplicate acknowledgement): ignore
+	case p == zombie:
+		e.freeID(id)
+		return
+	case typ == typePuback && p.qos == 1, typ == typePubcomp && p.qos == 2:
+		e.freeID(id)
+		e.complete(p, nil)
+		e.popDone()
+	}
+}
+
+// deliver hands a delivery to the handler unless the Conn is shutting down.
+func (c *Conn) deliver(m bus.Message) {
+	c.hmu.RLock()
+	if !c.hclosed {
+		c.h.HandleMessage(m)
+	}
+	c.hmu.RUnlock()
 }
 
 // reconnect waits through backoff and reconnects until it succeeds or the
-// Conn stops. Every attempt is reported as a bus.Dialled event (Err nil on
-// success), so that reconnects are counted by outcome. It is the only user of c.bo while it runs (apart from adopt).
-func (c *Conn) reconnect(cause error) {
-	defer c.wg.Done()
+// Conn stops (then it returns nil). Every attempt is reported as a
+// bus.Dialled event (Err nil on success), so that reconnects are counted by
+// outcome.
+func (c *Conn) reconnect(cause error) *epoch {
 	c.h.HandleEvent(bus.Event{Kind: bus.Disconnected, At: time.Now(), Err: cause})
 	err := cause
 	for {
@@ -176,13 +311,13 @@ func (c *Conn) reconnect(cause error) {
 		c.mu.Unlock()
 		c.h.HandleEvent(bus.Event{Kind: bus.Retrying, At: time.Now(), Delay: d, Err: err})
 		if backoff.Sleep(c.ctx, d) != nil {
-			return
+			return nil
 		}
 		start := time.Now()
 		ep, sp, cerr := c.connect()
 		if cerr != nil {
 			if c.ctx.Err() != nil {
-				return
+				return nil
 			}
 			err = cerr
 			now := time.Now()
@@ -190,23 +325,19 @@ func (c *Conn) reconnect(cause error) {
 			continue
 		}
 		if !c.adopt(ep) {
-			c.mu.Lock()
-			closed, lostErr := c.closed, ep.lostErr
-			c.mu.Unlock()
-			if closed {
-				ep.cl.Disconnect(quiesce)
-				return
-			}
-			err = fmt.Errorf("mqtt: connection lost right after connect: %w (%w)", ErrNotConnected, lostErr) // keep going
-			now := time.Now()
-			c.h.HandleEvent(bus.Event{Kind: bus.Dialled, At: now, Latency: now.Sub(start), Err: err})
-			continue
+			ep.disconnect()
+			ep.fail()
+			return nil
 		}
 		now := time.Now()
 		c.h.HandleEvent(bus.Event{Kind: bus.Dialled, At: now, Latency: now.Sub(start)})
 		c.h.HandleEvent(bus.Event{Kind: bus.Connected, At: now, Latency: now.Sub(start), SessionPresent: sp})
-		c.resubscribe(ep)
-		return
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.resubscribe(ep)
+		}()
+		return ep
 	}
 }
 
@@ -222,10 +353,9 @@ func (c *Conn) resubscribe(ep *epoch) {
 	start := time.Now()
 	granted, err := c.subscribe(c.ctx, ep, c.topics)
 	if granted == nil {
-		if err != nil && c.ctx.Err() == nil && c.cur.Load() == ep && errors.Is(err, os.ErrDeadlineExceeded) {
+		if err != nil && c.ctx.Err() == nil && errors.Is(err, os.ErrDeadlineExceeded) {
 			// Connected but not subscribed: losses would go unnoticed. Start over.
-			ep.cl.Disconnect(0)
-			c.onLost(ep, err)
+			ep.kill(err)
 		}
 		return // lost meanwhile: the next reconnect resubscribes
 	}
@@ -233,8 +363,20 @@ func (c *Conn) resubscribe(ep *epoch) {
 	c.h.HandleEvent(bus.Event{Kind: bus.Subscribed, At: now, Latency: now.Sub(start), Granted: granted, Err: err})
 }
 
+// disconnect sends DISCONNECT (best effort) and closes the socket.
+func (e *epoch) disconnect() {
+	e.mu.Lock()
+	if !e.dead && e.werr == nil {
+		e.wbuf = append(e.wbuf, 0xe0, 0)
+		e.flushLocked()
+	}
+	e.mu.Unlock()
+	_ = e.conn.Close()
+}
+
 // shutdown stops the Conn once: no reconnect after it, the live connection is
-// disconnected (short quiesce) and message handlers in flight finish.
+// disconnected (DISCONNECT, then close) and a message handler in flight
+// finishes.
 func (c *Conn) shutdown() {
 	c.once.Do(func() {
 		c.mu.Lock()
@@ -243,7 +385,7 @@ func (c *Conn) shutdown() {
 		c.mu.Unlock()
 		c.cancel()
 		if ep != nil {
-			ep.cl.Disconnect(quiesce)
+			ep.disconnect()
 		}
 		c.hmu.Lock()
 		c.hclosed = true
@@ -251,8 +393,8 @@ func (c *Conn) shutdown() {
 	})
 }
 
-// Close disconnects at once (a short quiesce to send DISCONNECT), stops the
-// reconnect loop and waits for the Conn's goroutines. It always returns nil.
+// Close disconnects at once (sending DISCONNECT), stops the reconnect loop
+// and waits for the Conn's goroutines. It always returns nil.
 func (c *Conn) Close() error {
 	c.cancel()
 	c.shutdown()
@@ -262,16 +404,6 @@ func (c *Conn) Close() error {
 
 // ID is the client ID.
 func (c *Conn) ID() string { return c.id }
-
-// onMessage is paho's default publish handler: it hands the delivery straight
-// to the bus.Handler (paho acknowledges after it returns).
-func (c *Conn) onMessage(_ paho.Client, m paho.Message) {
-	c.hmu.RLock()
-	if !c.hclosed {
-		c.h.HandleMessage(bus.Message{Topic: m.Topic(), Payload: m.Payload(), Retained: m.Retained(), Redelivery: m.Duplicate()})
-	}
-	c.hmu.RUnlock()
-}
 
 // Publish sends payload to topic with retain off at the Client's QoS and
 // returns nil only once the broker acknowledged it (QoS 1: PUBACK, QoS 2:
@@ -289,77 +421,28 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte) error 
 
 // PublishAsync is Publish in two steps, for a caller that pipelines: it hands
 // the publish to the connection and returns once it is queued for the socket
-// (it blocks only while the connection's writer cannot take it, at most
-// PublishTimeout); wait then waits for the outcome, exactly as Publish
-// would return it, and emits bus.Published. Publishes handed over by
-// successive calls from one goroutine are written to the socket in call
-// order, however many are in flight. wait must be called exactly once;
-// payload must not be modified before it returns (nor after an outcome
-// wrapping bus.ErrUnknownOutcome: the transport may still hold it).
+// (it blocks only while the connection's window of unacknowledged publishes
+// is full, at most PublishTimeout, or while it writes the queue itself); wait
+// then waits for the outcome, exactly as Publish would return it, and emits
+// bus.Published. Publishes handed over by successive calls from one
+// goroutine are written to the socket in call order, however many are in
+// flight. wait must be called exactly once; payload must not be modified
+// before PublishAsync returns (it is copied into the write queue). In steady
+// state neither allocates.
 func (c *Conn) PublishAsync(ctx context.Context, topic string, payload []byte) (wait func() error) {
-	start := time.Now()
-	tok, err := c.startPublish(ctx, topic, payload)
-	return func() error {
-		if tok != nil {
-			err = c.waitPublish(ctx, tok, start)
-		}
-		now := time.Now()
-		c.h.HandleEvent(bus.Event{Kind: bus.Published, At: now, Err: err, Latency: now.Sub(start)})
-		return err
-	}
-}
-
-// startPublish hands one publish to paho (in call order: paho queues it to
-// its writer before it returns).
-func (c *Conn) startPublish(ctx context.Context, topic string, payload []byte) (paho.Token, error) {
+	p := c.client.getPub()
+	p.c, p.ctx, p.start = c, ctx, time.Now()
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("mqtt: publish: %w", err)
+		p.early = fmt.Errorf("mqtt: publish: %w", err)
+		return p.fn
 	}
 	ep := c.cur.Load()
 	if ep == nil {
-		return nil, ErrNotConnected
+		p.early = ErrNotConnected
+		return p.fn
 	}
-	return ep.cl.Publish(topic, c.client.cfg.QoS, false, payload), nil
-}
-
-func (c *Conn) waitPublish(ctx context.Context, tok paho.Token, start time.Time) error {
-	select {
-	case <-tok.Done():
-		return publishErr(tok.Error())
-	default:
-	}
-	left := c.client.cfg.PublishTimeout - time.Since(start)
-	if left <= 0 {
-		left = time.Nanosecond
-	}
-	t := time.NewTimer(left)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-		return publishErr(tok.Error())
-	case <-ctx.Done():
-		return fmt.Errorf("mqtt: publish: %w: %w", bus.ErrUnknownOutcome, ctx.Err())
-	case <-t.C:
-		return fmt.Errorf("mqtt: publish: no acknowledgement within %v: %w", c.client.cfg.PublishTimeout, bus.ErrUnknownOutcome)
-	}
-}
-
-// publishErr maps a completed paho publish token's error.
-func publishErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	switch s := err.Error(); {
-	case errors.Is(err, paho.ErrNotConnected):
-		return ErrNotConnected
-	case strings.Contains(s, "connection lost before"):
-		// Sent, maybe received: only the acknowledgement is missing.
-		return fmt.Errorf("mqtt: publish: %w: %w", bus.ErrUnknownOutcome, err)
-	case strings.Contains(s, "broken by timeout"):
-		// paho could not hand it to the writer in time: never sent.
-		return fmt.Errorf("mqtt: publish not sent: %w: %w", err, os.ErrDeadlineExceeded)
-	}
-	return fmt.Errorf("mqtt: publish: %w", err)
+	p.early = ep.send(p, topic, payload)
+	return p.fn
 }
 
 // Subscribe subscribes to topics in one SUBSCRIBE packet at the Client's QoS
@@ -404,42 +487,59 @@ func contains(list []string, s string) bool {
 
 // subscribe sends one SUBSCRIBE on ep and checks the SUBACK. granted is nil
 // when no SUBACK was read (the error says why); otherwise it holds the granted
-// QoS per topic, in order, and err reports refusals and downgrades.
+// QoS per topic, in order, and err reports refusals and downgrades. Called
+// with smu held.
 func (c *Conn) subscribe(ctx context.Context, ep *epoch, topics []string) (granted []byte, err error) {
 	qos := c.client.cfg.QoS
-	filters := make(map[string]byte, len(topics))
-	for _, t := range topics {
-		filters[t] = qos
-	}
-	tok := ep.cl.SubscribeMultiple(filters, nil)
-	t := time.NewTimer(c.client.cfg.PublishTimeout)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		return nil, fmt.Errorf("mqtt: subscribe: %w", ctx.Err())
-	case <-t.C:
-		return nil, fmt.Errorf("mqtt: subscribe: no SUBACK within %v: %w", c.client.cfg.PublishTimeout, os.ErrDeadlineExceeded)
-	}
-	if err := tok.Error(); err != nil {
-		if errors.Is(err, paho.ErrNotConnected) || strings.Contains(err.Error(), "connection lost") {
-			return nil, fmt.Errorf("mqtt: subscribe: %w (%w)", ErrNotConnected, err)
-		}
+	sp := packets.NewControlPacket(packets.Subscribe).(*packets.SubscribePacket)
+	ep.mu.Lock()
+	ep.subID++
+	id := subscribeIDBase + ep.subID%0xff
+	ep.mu.Unlock()
+	sp.MessageID = id
+	sp.Topics = topics
+	sp.Qoss = bytes.Repeat([]byte{qos}, len(topics))
+	var b bytes.Buffer
+	if err := sp.Write(&b); err != nil {
 		return nil, fmt.Errorf("mqtt: subscribe: %w", err)
 	}
-	st, ok := tok.(*paho.SubscribeToken)
-	if !ok {
-		return nil, fmt.Errorf("mqtt: subscribe: unexpected token %T", tok)
+	if b.Len() > maxRemaining {
+		return nil, fmt.Errorf("mqtt: subscribe: SUBSCRIBE of %d bytes is too large", b.Len())
 	}
-	res := st.Result()
-	granted = make([]byte, len(topics))
+	ep.mu.Lock()
+	if ep.dead || ep.werr != nil {
+		ep.mu.Unlock()
+		return nil, ErrNotConnected
+	}
+	ep.wbuf = append(ep.wbuf, b.Bytes()...)
+	ep.flushLocked()
+	ep.mu.Unlock()
+
+	t := time.NewTimer(c.client.cfg.PublishTimeout)
+	defer t.Stop()
+	var sa suback
+	for {
+		select {
+		case sa = <-ep.subacks:
+		case <-ep.deadCh:
+			return nil, fmt.Errorf("mqtt: subscribe: %w (connection lost)", ErrNotConnected)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("mqtt: subscribe: %w", ctx.Err())
+		case <-t.C:
+			return nil, fmt.Errorf("mqtt: subscribe: no SUBACK within %v: %w", c.client.cfg.PublishTimeout, os.ErrDeadlineExceeded)
+		}
+		if sa.id == id {
+			break
+		}
+	}
+	if len(sa.codes) != len(topics) {
+		ep.kill(fmt.Errorf("mqtt: SUBACK with %d return codes for %d topics: %w", len(sa.codes), len(topics), bus.ErrProtocol))
+		return nil, fmt.Errorf("mqtt: subscribe: SUBACK with %d return codes for %d topics: %w", len(sa.codes), len(topics), bus.ErrProtocol)
+	}
+	granted = sa.codes
 	var refused, downgraded []string
 	for i, topic := range topics {
-		g, ok := res[topic]
-		if !ok {
-			g = 0x80
-		}
-		granted[i] = g
+		g := granted[i]
 		switch {
 		case g == 0x80 || g > 2:
 			refused = append(refused, topic)

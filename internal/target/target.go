@@ -47,6 +47,14 @@ type Config struct {
 	Backoff backoff.Config
 	// SourceAddrs spreads client sockets over these local IPs (127.0.0.x).
 	SourceAddrs []string
+	// PayloadSize is the largest payload the run sends; MQTT packets read are
+	// bounded by it (mqtt.MaxPacketFor). Zero: mqtt.DefaultMaxPacketSize.
+	PayloadSize int
+	// PersistentSession connects with clean-session false (MQTT): the broker
+	// keeps each client ID's session across its reconnects.
+	PersistentSession bool
+	// MQTTLinger is mqtt.Config.Linger (0: write and read at once).
+	MQTTLinger time.Duration
 	// Bus configures the embedded bus (faults, hold); ignored for real targets.
 	Bus localbus.Config
 }
@@ -151,10 +159,12 @@ func Open(cfg Config) (*Target, error) {
 	switch t.protocol {
 	case MQTT:
 		var c *mqtt.Client
+		clean := !cfg.PersistentSession
 		c, err = mqtt.New(mqtt.Config{
 			URL: url, QoS: qos, QoSSet: true, Username: cfg.Username, Password: cfg.Password,
 			CAFile: cfg.CAFile, Insecure: cfg.Insecure, PublishTimeout: cfg.PublishTimeout,
-			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
+			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs, PayloadSize: cfg.PayloadSize,
+			Linger: cfg.MQTTLinger, CleanSession: &clean,
 		})
 		if err == nil {
 			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)

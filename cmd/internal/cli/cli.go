@@ -70,6 +70,7 @@ type Common struct {
 	faultDelays  string
 	passwordFile string
 	sourceAddrs  string
+	cleanSession bool
 }
 
 // RegisterGates defines the SLO gate flags on fs, with verify.DefaultGates
@@ -100,6 +101,8 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.StringVar(&t.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL (GET <url>/<sub-path><ch1>,<ch2>)")
 	fs.StringVar(&c.sourceAddrs, "source-addrs", "", "local IPs to spread connections over, past one address's ephemeral ports: a list or range, e.g. 127.0.0.2-127.0.0.9 or 10.0.0.5,10.0.0.6")
 	fs.DurationVar(&t.PublishTimeout, "publish-timeout", verify.DefaultPublishTimeout, "a publish not acknowledged within this has an unknown outcome")
+	fs.BoolVar(&c.cleanSession, "clean-session", true, "MQTT: the CONNECT clean-session flag; false keeps each client ID's session (subscriptions, queued QoS 1/2 messages) across its reconnects")
+	fs.DurationVar(&t.MQTTLinger, "mqtt-linger", 0, "MQTT: a write waits up to this for more to send with it, a busy read for more to read (fewer syscalls per message, at most this much added latency each way); 0 = at once")
 
 	fs.DurationVar(&ledger.Latency, "latency", verify.DefaultLatency, "on-time bound (inclusive)")
 	fs.DurationVar(&ledger.LostAfter, "lost-after", verify.DefaultLostAfter, "a message not delivered within this is lost")
@@ -155,6 +158,7 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 			errs = append(errs, fmt.Errorf("%s: %w", prog, err))
 		}
 	}
+	c.Target.PersistentSession = !c.cleanSession
 	if err := c.Target.Validate(); err != nil {
 		errs = append(errs, err)
 	}
