@@ -61,6 +61,8 @@ type Common struct {
 
 	faultDelays  string
 	passwordFile string
+	headers      headerFlags
+	headerFile   string
 }
 
 // RegisterGates defines the SLO gate flags on fs, with verify.DefaultGates
@@ -89,6 +91,9 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.BoolVar(&t.Insecure, "insecure", false, "skip TLS certificate verification (explicit opt-in)")
 	fs.StringVar(&t.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL (POST <url>/<pub-path><channel>)")
 	fs.StringVar(&t.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL (GET <url>/<sub-path><ch1>,<ch2>)")
+	fs.StringVar(&t.SubscribeVia, "subscribe-via", "longpoll", "how http(s) targets are subscribed to: longpoll, websocket or eventsource (publishing is POST either way)")
+	fs.Var(&c.headers, "header", "extra HTTP request header \"Name: value\" on every http(s) request (repeatable; values are never printed; prefer --header-file or $"+HeadersEnv+" for secrets)")
+	fs.StringVar(&c.headerFile, "header-file", "", "read extra HTTP request headers from FILE, one \"Name: value\" a line")
 	fs.DurationVar(&t.PublishTimeout, "publish-timeout", verify.DefaultPublishTimeout, "a publish not acknowledged within this has an unknown outcome")
 
 	fs.DurationVar(&ledger.Latency, "latency", verify.DefaultLatency, "on-time bound (inclusive)")
@@ -131,6 +136,7 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 		c.Faults.Skip = verify.IsMarker
 	}
 	c.Target.Bus = localbus.Config{Hold: c.Hold, Faults: c.Faults}
+	errs = append(errs, c.finishHeaders(prog)...)
 	if err := c.Target.Validate(); err != nil {
 		errs = append(errs, err)
 	}
