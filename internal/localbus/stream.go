@@ -117,7 +117,13 @@ type streamSub struct {
 }
 
 func (st *streamSub) serve(accept string) {
-	defer st.c.Close()
+	// fasthttp's hijacked conn does not close on Close (the server closes it
+	// after this returns); the raw one is closed to end the reader below.
+	raw := st.c
+	if u, ok := st.c.(interface{ UnsafeConn() net.Conn }); ok {
+		raw = u.UnsafeConn()
+	}
+	defer raw.Close()
 	st.bw = bufio.NewWriterSize(st.c, 4096)
 	if st.kind == streamWS {
 		st.bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n")
@@ -143,7 +149,7 @@ func (st *streamSub) serve(accept string) {
 			}
 		}
 	}()
-	defer func() { _ = st.c.Close(); <-gone }()
+	defer func() { _ = raw.Close(); <-gone }()
 	st.loop(gone)
 }
 
