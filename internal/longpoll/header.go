@@ -30,7 +30,8 @@ func CheckHeader(h Header) error {
 	}
 	for i := 0; i < len(h.Name); i++ {
 		if !isTokenChar(h.Name[i]) {
-			return fmt.Errorf("header name %q contains %q (want letters, digits and !#$%%&'*+-.^_`|~)", safeName(h.Name), h.Name[i])
+			// A malformed name is not shown: it may be a value typed in its place.
+			return fmt.Errorf("a header name contains %q (want letters, digits and !#$%%&'*+-.^_`|~ before the ':'; the name is not shown)", h.Name[i])
 		}
 	}
 	for _, r := range reservedHeaders {
@@ -42,17 +43,6 @@ func CheckHeader(h Header) error {
 		return fmt.Errorf("header %s: its value contains a control character", h.Name)
 	}
 	return nil
-}
-
-// safeName keeps only the printable part of a bad name, so an error line
-// stays one line.
-func safeName(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
 }
 
 func isTokenChar(b byte) bool {
