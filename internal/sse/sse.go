@@ -101,6 +101,7 @@ func open(br *bufio.Reader) (*stream, error) {
 		s.inner = bufio.NewReaderSize(io.LimitReader(br, h.ContentLength), streamsub.ReadBuffer)
 		body = s.inner
 	}
+	s.body = body
 	s.p = NewParser(body)
 	s.p.MaxData = streamsub.MaxMessageSize
 	return s, nil
@@ -117,7 +118,14 @@ func clip(s string) string {
 type stream struct {
 	br    *bufio.Reader
 	inner *bufio.Reader // over a chunked or length-bounded body
+	body  *bufio.Reader // br or inner: what the parser reads
 	p     *Parser
+}
+
+// Wait blocks until a byte of the stream is buffered.
+func (s *stream) Wait() error {
+	_, err := s.body.Peek(1)
+	return err
 }
 
 // Next returns the next event's data and the last event id.
@@ -134,5 +142,5 @@ func (s *stream) Release() {
 		s.br.Reset(nil)
 		readers.Put(s.br)
 	}
-	s.br, s.inner = nil, nil
+	s.br, s.inner, s.body = nil, nil, nil
 }

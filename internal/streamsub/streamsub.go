@@ -70,6 +70,10 @@ type Protocol interface {
 
 // Stream is an open subscription.
 type Stream interface {
+	// Wait blocks until the next message has begun to arrive (a byte of it
+	// is buffered). The loop parks here, in a shallow frame, so the runtime
+	// can shrink an idle stream's goroutine stack.
+	Wait() error
 	// Next blocks until the next message. payload is valid until the next
 	// call; id is the message id the server gave with it ("" if none).
 	Next() (payload []byte, id string, err error)
@@ -259,6 +263,8 @@ type loop struct {
 	failing   bool
 	failSince time.Time
 	connected bool // a handshake succeeded at least once
+	bo        *backoff.Backoff
+	sock      net.Conn // the loop goroutine's view of its socket
 
 	mu  sync.Mutex
 	nc  net.Conn
@@ -300,37 +306,58 @@ func (l *loop) emit(e bus.Event) {
 	l.conn.h.HandleEvent(e)
 }
 
+// run is the loop. An open stream waits for its next message in small
+// frames (read, wait): a parked stream holds a shallow stack, so the runtime
+// can shrink the goroutine's stack to its minimum (as longpoll's poll loop).
 func (l *loop) run() {
 	defer close(l.done)
 	stopCut := context.AfterFunc(l.ctx, l.cutNow)
 	defer stopCut()
-	cfg := l.conn.c.st.Config
-	bo := backoff.New(cfg.Backoff, nil)
+	l.bo = backoff.New(l.conn.c.st.Config.Backoff, nil)
 	for l.ctx.Err() == nil {
 		start := time.Now()
-		held, err := l.once(cfg)
-		if l.ctx.Err() != nil {
-			return
+		s, err := l.connect()
+		var held time.Duration
+		if err == nil {
+			opened := time.Now()
+			err = l.read(s)
+			held = time.Since(opened)
+			l.disconnect(s)
 		}
-		if held >= cfg.MinHold {
-			bo.Reset() // a stream that stayed up is not part of a failure streak
-		}
-		if !l.failing {
-			l.failing = true
-			l.failSince = start.Add(held)
-			l.emit(bus.Event{Kind: bus.Disconnected, Err: err})
-		}
-		d := bo.Next()
-		l.emit(bus.Event{Kind: bus.Retrying, Delay: d, Err: err})
-		if backoff.Sleep(l.ctx, d) != nil {
+		if !l.after(start, held, err) {
 			return
 		}
 	}
 }
 
-// once connects, subscribes and reads the stream until it ends. It returns
-// how long the stream was open (0 if the handshake failed) and why it ended.
-func (l *loop) once(cfg longpoll.Config) (held time.Duration, err error) {
+// after handles the end of a stream (or a failed connect) that began at
+// start and stayed open for held: events, then the backoff wait. It reports
+// whether the loop goes on.
+//
+//go:noinline
+func (l *loop) after(start time.Time, held time.Duration, err error) bool {
+	if l.ctx.Err() != nil {
+		return false
+	}
+	if held >= l.conn.c.st.Config.MinHold {
+		l.bo.Reset() // a stream that stayed up is not part of a failure streak
+	}
+	if !l.failing {
+		l.failing = true
+		l.failSince = start.Add(held)
+		l.emit(bus.Event{Kind: bus.Disconnected, Err: err})
+	}
+	d := l.bo.Next()
+	l.emit(bus.Event{Kind: bus.Retrying, Delay: d, Err: err})
+	return backoff.Sleep(l.ctx, d) == nil
+}
+
+// connect dials and does the handshake; on success the stream is open and
+// Connected and Subscribed are reported.
+//
+//go:noinline
+func (l *loop) connect() (Stream, error) {
+	cfg := &l.conn.c.st.Config
 	name := l.conn.c.proto.Name()
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(l.ctx, cfg.PublishTimeout)
@@ -341,16 +368,11 @@ func (l *loop) once(cfg longpoll.Config) (held time.Duration, err error) {
 		if l.cut {
 			l.mu.Unlock()
 			_ = nc.Close()
-			return 0, fmt.Errorf("%s: subscribe: %w", name, ErrClosed)
+			return nil, fmt.Errorf("%s: subscribe: %w", name, ErrClosed)
 		}
 		l.nc = nc
 		l.mu.Unlock()
-		defer func() {
-			l.mu.Lock()
-			_ = l.nc.Close()
-			l.nc = nil
-			l.mu.Unlock()
-		}()
+		l.sock = nc
 	}
 	var s Stream
 	if err == nil {
@@ -361,9 +383,9 @@ func (l *loop) once(cfg longpoll.Config) (held time.Duration, err error) {
 		l.emit(bus.Event{Kind: bus.Dialled, Err: err, Latency: time.Since(start)})
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%s: subscribe: %w", name, err)
+		l.disconnect(nil)
+		return nil, fmt.Errorf("%s: subscribe: %w", name, err)
 	}
-	defer s.Release()
 	opened := time.Now()
 	lat := opened.Sub(l.started)
 	if l.failing {
@@ -373,23 +395,74 @@ func (l *loop) once(cfg longpoll.Config) (held time.Duration, err error) {
 	l.connected, l.failing = true, false
 	l.emit(bus.Event{Kind: bus.Connected, Latency: lat})
 	l.emit(bus.Event{Kind: bus.Subscribed, Latency: lat, SessionPresent: resumed})
-	for {
-		_ = nc.SetReadDeadline(time.Now().Add(cfg.PollTimeout))
-		p, id, rerr := s.Next()
-		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
-				rerr = fmt.Errorf("%w (%w)", ErrStreamEnded, rerr)
-			}
-			return time.Since(opened), fmt.Errorf("%s: stream: %w", name, rerr)
-		}
-		if id != "" && longpoll.CheckID(id) && len(id) <= maxIDLen {
-			l.req.LastID = id
-		}
-		if l.ctx.Err() != nil {
-			return time.Since(opened), ErrClosed
-		}
-		l.conn.h.HandleMessage(bus.Message{Payload: p})
+	return s, nil
+}
+
+// disconnect releases s (if any) and closes the socket.
+//
+//go:noinline
+func (l *loop) disconnect(s Stream) {
+	if s != nil {
+		s.Release()
 	}
+	if l.sock == nil {
+		return
+	}
+	l.mu.Lock()
+	_ = l.nc.Close()
+	l.nc = nil
+	l.mu.Unlock()
+	l.sock = nil
+}
+
+// read delivers the stream's messages until it ends.
+//
+//go:noinline
+func (l *loop) read(s Stream) error {
+	for {
+		if err := l.wait(s); err != nil {
+			return l.ended(err)
+		}
+		if err := l.deliver(s); err != nil {
+			return l.ended(err)
+		}
+	}
+}
+
+// wait parks until the next message begins, bounded by the idle timeout.
+//
+//go:noinline
+func (l *loop) wait(s Stream) error {
+	_ = l.sock.SetReadDeadline(time.Now().Add(l.conn.c.st.Config.PollTimeout))
+	return s.Wait()
+}
+
+// deliver reads one message and hands it to the Handler, keeping its id.
+//
+//go:noinline
+func (l *loop) deliver(s Stream) error {
+	p, id, err := s.Next()
+	if err != nil {
+		return err
+	}
+	if id != "" && len(id) <= maxIDLen && longpoll.CheckID(id) {
+		l.req.LastID = id
+	}
+	if l.ctx.Err() != nil {
+		return ErrClosed
+	}
+	l.conn.h.HandleMessage(bus.Message{Payload: p})
+	return nil
+}
+
+// ended wraps the error that ended a stream.
+//
+//go:noinline
+func (l *loop) ended(err error) error {
+	if errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w (%w)", ErrStreamEnded, err)
+	}
+	return fmt.Errorf("%s: stream: %w", l.conn.c.proto.Name(), err)
 }
 
 // maxIDLen bounds an id kept to be sent back (Nchan's multiplexed ids grow

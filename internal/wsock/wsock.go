@@ -146,6 +146,12 @@ type stream struct {
 	fr   frameReader
 }
 
+// Wait blocks until a byte of the next frame is buffered.
+func (s *stream) Wait() error {
+	_, err := s.br.Peek(1)
+	return err
+}
+
 // Next returns the next message's data and its id.
 func (s *stream) Next() ([]byte, string, error) {
 	for {
