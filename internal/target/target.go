@@ -87,6 +87,11 @@ func (c Config) Protocol() string {
 	return ""
 }
 
+// Streams reports whether c subscribes by a stream (WebSocket, EventSource):
+// a reconnect then resubscribes, resuming from the last message id when the
+// stream had one (bus.Event.SessionPresent on Subscribed says which).
+func (c Config) Streams() bool { return c.SubscribeVia == WebSocket || c.SubscribeVia == EventSource }
+
 // Validate reports every problem with c at once.
 func (c Config) Validate() error {
 	var errs []error
