@@ -47,17 +47,24 @@ func testResume(t *testing.T, addr string) {
 			var rec, prec bustest.Recorder
 			sub := bustest.Dial(t, sc.Dialer(), "sub", &rec)
 			pub := bustest.Dial(t, pc.Dialer(), "pub", &prec)
-			topic := bustest.Topic("resume")
-			if err := sub.Subscribe(context.Background(), []string{topic}); err != nil {
+			// Two channels: one multiplexed stream, whose ids (on Nchan) name a
+			// position in each.
+			topic, other := bustest.Topic("resume"), bustest.Topic("resume-other")
+			if err := sub.Subscribe(context.Background(), []string{topic, other}); err != nil {
 				t.Fatal(err)
 			}
 			bustest.Ready(t, pub, &rec, topic)
+			bustest.Ready(t, pub, &rec, other)
 			before := rec.NumEvents(bus.Subscribed)
 			p.Cut()
 			bustest.Eventually(t, "a Disconnected event", func() bool { return rec.NumEvents(bus.Disconnected) > 0 })
 			const n = 10
 			for i := range n {
-				if err := pub.Publish(context.Background(), topic, fmt.Appendf(nil, "gap %d", i)); err != nil {
+				ch := topic
+				if i%2 == 1 {
+					ch = other
+				}
+				if err := pub.Publish(context.Background(), ch, fmt.Appendf(nil, "gap %d", i)); err != nil {
 					t.Fatal(err)
 				}
 			}
