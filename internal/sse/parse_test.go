@@ -149,7 +149,8 @@ func FuzzOpen(f *testing.F) {
 		if len(in) > 32<<10 {
 			t.Skip()
 		}
-		s, err := open(bufio.NewReaderSize(bytes.NewReader(in), 64))
+		r := bytes.NewReader(in)
+		s, err := open(bufio.NewReaderSize(r, 64), r)
 		if err != nil {
 			return
 		}

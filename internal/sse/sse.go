@@ -9,6 +9,7 @@ package sse
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -67,17 +68,21 @@ func (Protocol) Open(nc net.Conn, req streamsub.Request) (streamsub.Stream, erro
 	} else {
 		br.Reset(nc)
 	}
-	s, err := open(br)
-	if err != nil {
+	s, err := open(br, nc)
+	if s == nil || s.br != br {
 		br.Reset(nil)
 		readers.Put(br)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// open reads the response head from br and returns the stream on its body.
-func open(br *bufio.Reader) (*stream, error) {
+// open reads the response head from br (reading nc) and returns the stream
+// on its body. A plain body (Nchan's) is read through a streamsub.ParkedReader,
+// which holds no buffer while the stream is idle; br is then no longer used.
+func open(br *bufio.Reader, nc io.Reader) (*stream, error) {
 	h, err := httphead.Read(br)
 	if err != nil {
 		if errors.Is(err, httphead.ErrMalformed) {
@@ -91,18 +96,19 @@ func open(br *bufio.Reader) (*stream, error) {
 	if ct, _, _ := strings.Cut(h.ContentType, ";"); !strings.EqualFold(strings.TrimSpace(ct), "text/event-stream") {
 		return nil, fmt.Errorf("%w: 200 with Content-Type %q, not text/event-stream", bus.ErrProtocol, clip(h.ContentType))
 	}
-	s := &stream{br: br}
-	body := br
+	s := &stream{}
 	switch {
 	case h.Chunked:
-		s.inner = bufio.NewReaderSize(httputil.NewChunkedReader(br), streamsub.ReadBuffer)
-		body = s.inner
+		s.br = br
+		s.body = bufio.NewReaderSize(httputil.NewChunkedReader(br), streamsub.ReadBuffer)
 	case h.ContentLength >= 0:
-		s.inner = bufio.NewReaderSize(io.LimitReader(br, h.ContentLength), streamsub.ReadBuffer)
-		body = s.inner
+		s.br = br
+		s.body = bufio.NewReaderSize(io.LimitReader(br, h.ContentLength), streamsub.ReadBuffer)
+	default:
+		pre, _ := br.Peek(br.Buffered())
+		s.pr = streamsub.NewParkedReader(&prefixReader{pre: bytes.Clone(pre), r: nc})
 	}
-	s.body = body
-	s.p = NewParser(body)
+	s.p = NewParser(s.body)
 	s.p.MaxData = streamsub.MaxMessageSize
 	return s, nil
 }
@@ -114,22 +120,57 @@ func clip(s string) string {
 	return s
 }
 
-// stream is an open EventSource response.
-type stream struct {
-	br    *bufio.Reader
-	inner *bufio.Reader // over a chunked or length-bounded body
-	body  *bufio.Reader // br or inner: what the parser reads
-	p     *Parser
+// prefixReader reads pre, then r.
+type prefixReader struct {
+	pre []byte
+	r   io.Reader
 }
 
-// Wait blocks until a byte of the stream is buffered.
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
+}
+
+// stream is an open EventSource response.
+type stream struct {
+	pr   *streamsub.ParkedReader // a plain body
+	br   *bufio.Reader           // the head's reader, for a chunked or length-bounded body
+	body *bufio.Reader           // the reader over such a body
+	p    *Parser
+}
+
+// Wait blocks until a byte of the stream is buffered. The last event's data
+// buffer goes back to a pool first: an idle stream holds none.
 func (s *stream) Wait() error {
-	_, err := s.body.Peek(1)
-	return err
+	if !s.p.hasDat {
+		streamsub.PutBuf(s.p.data)
+		s.p.data = nil
+	}
+	if s.pr == nil {
+		_, err := s.body.Peek(1)
+		return err
+	}
+	if err := s.pr.Wait(); err != nil {
+		return err
+	}
+	s.p.r = s.pr.Br
+	return nil
 }
 
 // Next returns the next event's data and the last event id.
 func (s *stream) Next() ([]byte, string, error) {
+	if s.pr != nil && s.pr.Br == nil {
+		if err := s.Wait(); err != nil {
+			return nil, "", err
+		}
+	}
+	if s.p.data == nil {
+		s.p.data = streamsub.GetBuf()
+	}
 	ev, err := s.p.Next()
 	if err != nil {
 		return nil, "", err
@@ -138,9 +179,14 @@ func (s *stream) Next() ([]byte, string, error) {
 }
 
 func (s *stream) Release() {
-	if s.br.Size() == streamsub.ReadBuffer {
+	if s.pr != nil {
+		s.pr.Release()
+	}
+	if s.br != nil && s.br.Size() == streamsub.ReadBuffer {
 		s.br.Reset(nil)
 		readers.Put(s.br)
 	}
-	s.br, s.inner, s.body = nil, nil, nil
+	streamsub.PutBuf(s.p.data)
+	s.p.data = nil
+	s.br, s.body, s.pr = nil, nil, nil
 }

@@ -19,7 +19,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"sync"
 
 	"github.com/gobwas/ws"
 
@@ -46,8 +45,6 @@ type Protocol struct{}
 
 // Name is "websocket".
 func (Protocol) Name() string { return "websocket" }
-
-var readers sync.Pool
 
 // limitedConn reads at most n bytes of the handshake (gobwas/ws does not
 // bound the length of a response line itself).
@@ -100,13 +97,7 @@ func (Protocol) Open(nc net.Conn, req streamsub.Request) (streamsub.Stream, erro
 		src = &prefixReader{pre: bytes.Clone(pre), r: nc}
 		ws.PutReader(hbr)
 	}
-	br, _ := readers.Get().(*bufio.Reader)
-	if br == nil {
-		br = bufio.NewReaderSize(src, streamsub.ReadBuffer)
-	} else {
-		br.Reset(src)
-	}
-	s.br = br
+	s.pr = streamsub.NewParkedReader(src)
 	return s, nil
 }
 
@@ -140,22 +131,32 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 // stream is an open WebSocket subscription.
 type stream struct {
 	nc   net.Conn
-	br   *bufio.Reader
+	pr   *streamsub.ParkedReader
 	meta bool
 	msg  []byte // the message being assembled
 	fr   frameReader
 }
 
-// Wait blocks until a byte of the next frame is buffered.
+// Wait blocks until a byte of the next frame is buffered. The last
+// message's buffer goes back to a pool first: an idle stream holds none.
 func (s *stream) Wait() error {
-	_, err := s.br.Peek(1)
-	return err
+	streamsub.PutBuf(s.msg)
+	s.msg = nil
+	return s.pr.Wait()
 }
 
 // Next returns the next message's data and its id.
 func (s *stream) Next() ([]byte, string, error) {
 	for {
-		m, ctl, err := s.fr.next(s.br, &s.msg)
+		if s.pr.Br == nil {
+			if err := s.pr.Wait(); err != nil {
+				return nil, "", err
+			}
+		}
+		if s.msg == nil {
+			s.msg = streamsub.GetBuf()
+		}
+		m, ctl, err := s.fr.next(s.pr.Br, &s.msg)
 		if err != nil {
 			return nil, "", err
 		}
@@ -193,14 +194,9 @@ func clip(s string) string {
 }
 
 func (s *stream) Release() {
-	if s.br.Size() == streamsub.ReadBuffer {
-		s.br.Reset(nil)
-		readers.Put(s.br)
-	}
-	s.br = nil
-	if cap(s.msg) > 4<<10 {
-		s.msg = nil
-	}
+	s.pr.Release()
+	streamsub.PutBuf(s.msg)
+	s.msg = nil
 }
 
 // control is a control frame read by frameReader.
