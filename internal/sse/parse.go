@@ -19,6 +19,9 @@ type Event struct {
 	Data []byte
 }
 
+// ErrIdle is Next's "nothing buffered" under StopIdle.
+var ErrIdle = errors.New("sse: nothing buffered")
+
 // ErrTooLong marks a line or an event's data beyond the parser's bounds.
 var ErrTooLong = errors.New("sse: line or event too long")
 
@@ -34,6 +37,9 @@ type Parser struct {
 	r       *bufio.Reader
 	MaxLine int // longest line, default 64 KiB
 	MaxData int // largest event data, default 8 MiB
+	// StopIdle makes Next return ErrIdle at a line boundary with nothing
+	// buffered, instead of blocking; the next call goes on where it was.
+	StopIdle bool
 
 	line   []byte // a line longer than the reader's buffer
 	data   []byte
@@ -140,6 +146,9 @@ func (p *Parser) readLine() ([]byte, error) {
 // reader's (io.EOF at a clean end), or ErrTooLong.
 func (p *Parser) Next() (Event, error) {
 	for {
+		if p.StopIdle && p.r.Buffered() == 0 {
+			return Event{}, ErrIdle
+		}
 		l, err := p.readLine()
 		if err != nil {
 			return Event{}, err

@@ -109,6 +109,7 @@ func open(br *bufio.Reader, nc io.Reader) (*stream, error) {
 		s.pr = streamsub.NewParkedReader(&prefixReader{pre: bytes.Clone(pre), r: nc})
 	}
 	s.p = NewParser(s.body)
+	s.p.StopIdle = s.pr != nil
 	s.p.MaxData = streamsub.MaxMessageSize
 	return s, nil
 }
@@ -173,6 +174,9 @@ func (s *stream) Next() ([]byte, string, error) {
 	}
 	ev, err := s.p.Next()
 	if err != nil {
+		if errors.Is(err, ErrIdle) {
+			return nil, "", streamsub.ErrNoMessage
+		}
 		return nil, "", err
 	}
 	return ev.Data, ev.ID, nil

@@ -41,7 +41,7 @@ func (p *ParkedReader) Wait() error {
 		}
 		p.release()
 	}
-	for {
+	for !p.has {
 		n, err := p.src.Read(p.one[:])
 		if n == 1 {
 			p.has = true
@@ -58,6 +58,7 @@ func (p *ParkedReader) Wait() error {
 		br.Reset(p)
 	}
 	p.Br = br
+	_, _ = br.Peek(1) // takes in the parked byte (Read gives it alone): Buffered() is 1
 	return nil
 }
 

@@ -75,7 +75,10 @@ type Stream interface {
 	// can shrink an idle stream's goroutine stack.
 	Wait() error
 	// Next blocks until the next message. payload is valid until the next
-	// call; id is the message id the server gave with it ("" if none).
+	// call; id is the message id the server gave with it ("" if none). It
+	// returns ErrNoMessage when what had arrived held no message (a comment,
+	// a ping) and nothing more is buffered: the loop then parks in Wait
+	// again, not deep in Next.
 	Next() (payload []byte, id string, err error)
 	// Release gives back the stream's buffers; the caller closes the socket.
 	Release()
@@ -83,6 +86,9 @@ type Stream interface {
 
 // ErrClosed is returned by operations on a closed Client or Conn.
 var ErrClosed = errors.New("streamsub: closed")
+
+// ErrNoMessage is Stream.Next's "nothing to deliver yet".
+var ErrNoMessage = errors.New("streamsub: no message buffered")
 
 // ErrStreamEnded marks a stream the server ended (EOF).
 var ErrStreamEnded = errors.New("stream ended by the server")
@@ -443,6 +449,9 @@ func (l *loop) wait(s Stream) error {
 func (l *loop) deliver(s Stream) error {
 	p, id, err := s.Next()
 	if err != nil {
+		if errors.Is(err, ErrNoMessage) {
+			return nil
+		}
 		return err
 	}
 	if id != "" && len(id) <= maxIDLen && longpoll.CheckID(id) {

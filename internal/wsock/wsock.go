@@ -166,6 +166,9 @@ func (s *stream) Next() ([]byte, string, error) {
 			if err := ws.WriteFrame(s.nc, f); err != nil {
 				return nil, "", fmt.Errorf("pong: %w", err)
 			}
+			if s.pr.Br.Buffered() == 0 {
+				return nil, "", streamsub.ErrNoMessage
+			}
 			continue
 		case ws.OpClose:
 			code, reason := ws.ParseCloseFrameData(ctl.payload)
@@ -173,6 +176,9 @@ func (s *stream) Next() ([]byte, string, error) {
 			_ = ws.WriteFrame(s.nc, f)
 			return nil, "", fmt.Errorf("%w: close frame %d %q", io.EOF, code, clip(reason))
 		case ws.OpPong:
+			if s.pr.Br.Buffered() == 0 {
+				return nil, "", streamsub.ErrNoMessage
+			}
 			continue
 		}
 		if !s.meta {
