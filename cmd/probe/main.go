@@ -89,7 +89,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 		return nil, cli.Usage(errors.Join(errs...))
 	}
 	o.cfg.Live = o.Live
-	o.cfg.ResubscribeOnConnect = o.Target.Protocol() == target.MQTT
+	o.cfg.ResubscribeOnConnect = o.Target.Protocol() == target.MQTT || o.Target.Streams()
 	if o.Target.Protocol() == target.MQTT {
 		o.cfg.MaxStreams = 100000
 	}

@@ -355,6 +355,10 @@ func (b *Bus) serveHTTP(ctx *fasthttp.RequestCtx) {
 		if b.refused(ctx) {
 			return
 		}
+		if k := streamKindOf(ctx); k != 0 {
+			b.handleStream(ctx, path[len(subPrefix):], k)
+			return
+		}
 		b.handleSub(ctx, path[len(subPrefix):])
 	default:
 		ctx.Error("localbus: not found (use /pub/<channel> or /sub/<channel>[,<channel>…])", fasthttp.StatusNotFound)

@@ -27,6 +27,8 @@
 // a subscriber's state is forgotten after it has not polled for
 // max(2·Hold, 30 s) + the longest delay.
 //
+// WebSocket and EventSource subscribers on the same location: see stream.go.
+//
 // MQTT faults: see faultHook.
 package localbus
 

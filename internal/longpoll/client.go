@@ -74,6 +74,7 @@ type Client struct {
 	next      atomic.Uint32
 	pub       *fasthttp.HostClient
 	pool      *pubPool // publisher goroutines (see runPublish)
+	hdrLines  string   // cfg.Headers as request lines
 
 	closing atomic.Bool // set by Close; read on every Publish without a lock
 
@@ -96,6 +97,7 @@ func New(cfg Config) (*Client, error) {
 		subPrefix: joinPath(t.base, cfg.SubPath),
 		conns:     make(map[*Conn]struct{}),
 		pool:      newPubPool(cfg.MaxConns),
+		hdrLines:  headerLines(cfg.Headers),
 	}
 	if t.tls {
 		var pool *x509.CertPool // nil: the system pool
@@ -269,7 +271,7 @@ func (c *Client) checkOne(ctx context.Context, deadline time.Time, flag, prefix 
 	_ = nc.SetDeadline(deadline)
 
 	req := "OPTIONS " + prefix + checkChannelName + " HTTP/1.1\r\nHost: " + c.t.host +
-		"\r\nUser-Agent: " + userAgent + "\r\nConnection: close\r\n\r\n"
+		"\r\nUser-Agent: " + userAgent + "\r\n" + c.hdrLines + "Connection: close\r\n\r\n"
 	if _, err := io.WriteString(nc, req); err != nil {
 		return fmt.Errorf("longpoll: check %s: %w: %w", url, bus.ErrUnreachable, err)
 	}

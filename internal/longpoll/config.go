@@ -71,6 +71,9 @@ type Config struct {
 	// ephemeral ports of one source address. Sockets are bound with
 	// IP_BIND_ADDRESS_NO_PORT (Linux) so the kernel picks the port at connect.
 	SourceAddrs []string
+	// Headers are sent on every request (publish, poll, check): auth for a
+	// bus behind a gateway. Values are never shown in errors or output.
+	Headers []Header
 }
 
 // withDefaults returns c with its zero fields set to their defaults.
@@ -131,6 +134,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.Backoff.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("longpoll: %w", err))
+	}
+	for _, h := range c.Headers {
+		if err := CheckHeader(h); err != nil {
+			errs = append(errs, fmt.Errorf("longpoll: --header: %w", err))
+		}
 	}
 	for _, a := range c.SourceAddrs {
 		if net.ParseIP(a) == nil {

@@ -89,6 +89,9 @@ func (c *Client) publish(ctx context.Context, deadline time.Time, channel string
 	req.Header.SetRequestURIBytes(path)
 	req.Header.SetUserAgent(userAgent)
 	req.Header.SetContentType("application/octet-stream")
+	for _, h := range c.cfg.Headers {
+		req.Header.Set(h.Name, h.Value)
+	}
 	req.SetBodyRaw(payload)
 	*pb = path
 	pathPool.Put(pb)
@@ -260,7 +263,7 @@ func (c *Conn) newLoop(channels string) *pollLoop {
 		done:    make(chan struct{}),
 		started: time.Now(),
 		head: "GET " + cl.subPrefix + channels + " HTTP/1.1\r\nHost: " + cl.t.host +
-			"\r\nUser-Agent: " + userAgent + "\r\n" + subscriberHdr + ": " + c.id + "\r\n",
+			"\r\nUser-Agent: " + userAgent + "\r\n" + subscriberHdr + ": " + c.id + "\r\n" + cl.hdrLines,
 	}
 }
 

@@ -48,7 +48,7 @@ func runProbe(t *testing.T, tc target.Config, cfg probe.Config) (probe.Outcome, 
 	if err := tgt.Check(ctx); err != nil {
 		t.Fatalf("Check(%s): %v", tgt.Describe(), err)
 	}
-	cfg.ResubscribeOnConnect = tgt.Protocol() == target.MQTT
+	cfg.ResubscribeOnConnect = tgt.Protocol() == target.MQTT || tc.Streams()
 	out, err := probe.Run(ctx, ctx, cfg, verify.NewRunID(), tgt.Dialer(), probe.Hooks{})
 	if err != nil {
 		t.Fatalf("probe.Run: %v (errors: %v)", err, out.Errors)

@@ -17,6 +17,15 @@ import (
 	"github.com/eventswarm/eventswarm/internal/localbus"
 	"github.com/eventswarm/eventswarm/internal/longpoll"
 	"github.com/eventswarm/eventswarm/internal/mqtt"
+	"github.com/eventswarm/eventswarm/internal/sse"
+	"github.com/eventswarm/eventswarm/internal/wsock"
+)
+
+// Subscriber protocols of Nchan-protocol (http) targets.
+const (
+	LongPoll    = "longpoll"
+	WebSocket   = "websocket"
+	EventSource = "eventsource"
 )
 
 // Protocol of a target.
@@ -55,6 +64,12 @@ type Config struct {
 	PersistentSession bool
 	// MQTTLinger is mqtt.Config.Linger (0: write and read at once).
 	MQTTLinger time.Duration
+	// SubscribeVia is how http targets are subscribed to: "longpoll"
+	// (default), "websocket" or "eventsource". Publishing is POST either way.
+	SubscribeVia string
+	// Headers are sent on every HTTP request (publish, poll, stream
+	// handshake); their values are secrets, never shown.
+	Headers []longpoll.Header
 	// Bus configures the embedded bus (faults, hold); ignored for real targets.
 	Bus localbus.Config
 }
@@ -80,6 +95,11 @@ func (c Config) Protocol() string {
 	return ""
 }
 
+// Streams reports whether c subscribes by a stream (WebSocket, EventSource):
+// a reconnect then resubscribes, resuming from the last message id when the
+// stream had one (bus.Event.SessionPresent on Subscribed says which).
+func (c Config) Streams() bool { return c.SubscribeVia == WebSocket || c.SubscribeVia == EventSource }
+
 // Validate reports every problem with c at once.
 func (c Config) Validate() error {
 	var errs []error
@@ -95,6 +115,22 @@ func (c Config) Validate() error {
 		}
 	} else if c.Embedded != "" && c.Embedded != HTTP && c.Embedded != MQTT {
 		errs = append(errs, fmt.Errorf("target: --embedded must be http or mqtt, got %q", c.Embedded))
+	}
+	switch c.SubscribeVia {
+	case "", LongPoll, WebSocket, EventSource:
+		if c.SubscribeVia != "" && c.SubscribeVia != LongPoll && c.Protocol() == MQTT {
+			errs = append(errs, fmt.Errorf("target: --subscribe-via %s applies to http(s) (Nchan-protocol) targets, not MQTT", c.SubscribeVia))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("target: --subscribe-via must be longpoll, websocket or eventsource, got %q", c.SubscribeVia))
+	}
+	if len(c.Headers) > 0 && c.Protocol() == MQTT {
+		errs = append(errs, errors.New("target: --header applies to http(s) (Nchan-protocol) targets, not MQTT"))
+	}
+	for _, h := range c.Headers {
+		if err := longpoll.CheckHeader(h); err != nil {
+			errs = append(errs, fmt.Errorf("target: --header: %w", err))
+		}
 	}
 	if c.QoS < 0 || c.QoS > 2 {
 		errs = append(errs, fmt.Errorf("target: --qos must be 0, 1 or 2, got %d", c.QoS))
@@ -170,13 +206,29 @@ func Open(cfg Config) (*Target, error) {
 			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)
 		}
 	default:
-		var c *longpoll.Client
-		c, err = longpoll.New(longpoll.Config{
+		lc := longpoll.Config{
 			URL: url, PubPath: cfg.PubPath, SubPath: cfg.SubPath, CAFile: cfg.CAFile, Insecure: cfg.Insecure,
 			PublishTimeout: cfg.PublishTimeout, Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs,
-		})
-		if err == nil {
-			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)
+			Headers: cfg.Headers,
+		}
+		switch cfg.SubscribeVia {
+		case WebSocket, EventSource:
+			newc := wsock.New
+			if cfg.SubscribeVia == EventSource {
+				newc = sse.New
+			}
+			if c, e := newc(lc); e == nil {
+				t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)
+			} else {
+				err = e
+			}
+			t.desc += " (subscribed by " + cfg.SubscribeVia + ")"
+		default:
+			var c *longpoll.Client
+			c, err = longpoll.New(lc)
+			if err == nil {
+				t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)
+			}
 		}
 	}
 	if err != nil {
@@ -195,7 +247,7 @@ func (t *Target) Dialer() bus.Dialer { return t.dialer }
 // bus.ErrProtocol or bus.ErrRefused when it can tell which.
 func (t *Target) Check(ctx context.Context) error { return t.check(ctx) }
 
-// Protocol is "http" or "mqtt".
+// Protocol is "http" or "mqtt" (http whatever the subscriber protocol).
 func (t *Target) Protocol() string { return t.protocol }
 
 // Embedded is the embedded bus, or nil for a real target.

@@ -71,6 +71,8 @@ type Common struct {
 	passwordFile string
 	sourceAddrs  string
 	cleanSession bool
+	headers      headerFlags
+	headerFile   string
 }
 
 // RegisterGates defines the SLO gate flags on fs, with verify.DefaultGates
@@ -100,6 +102,9 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.StringVar(&t.PubPath, "pub-path", "pub/", "long-poll publish path under the target URL (POST <url>/<pub-path><channel>)")
 	fs.StringVar(&t.SubPath, "sub-path", "sub/", "long-poll subscribe path under the target URL (GET <url>/<sub-path><ch1>,<ch2>)")
 	fs.StringVar(&c.sourceAddrs, "source-addrs", "", "local IPs to spread connections over, past one address's ephemeral ports: a list or range, e.g. 127.0.0.2-127.0.0.9 or 10.0.0.5,10.0.0.6")
+	fs.StringVar(&t.SubscribeVia, "subscribe-via", "longpoll", "how http(s) targets are subscribed to: longpoll, websocket or eventsource (publishing is POST either way)")
+	fs.Var(&c.headers, "header", "extra HTTP request header \"Name: value\" on every http(s) request (repeatable; values are never printed; prefer --header-file or $"+HeadersEnv+" for secrets)")
+	fs.StringVar(&c.headerFile, "header-file", "", "read extra HTTP request headers from FILE, one \"Name: value\" a line")
 	fs.DurationVar(&t.PublishTimeout, "publish-timeout", verify.DefaultPublishTimeout, "a publish not acknowledged within this has an unknown outcome")
 	fs.BoolVar(&c.cleanSession, "clean-session", true, "MQTT: the CONNECT clean-session flag; false keeps each client ID's session (subscriptions, queued QoS 1/2 messages) across its reconnects")
 	fs.DurationVar(&t.MQTTLinger, "mqtt-linger", 0, "MQTT: a write waits up to this for more to send with it, a busy read for more to read (fewer syscalls per message, at most this much added latency each way); 0 = at once")
@@ -159,6 +164,7 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 		}
 	}
 	c.Target.PersistentSession = !c.cleanSession
+	errs = append(errs, c.finishHeaders(prog)...)
 	if err := c.Target.Validate(); err != nil {
 		errs = append(errs, err)
 	}
