@@ -53,6 +53,7 @@ var childSetup = map[string]bool{
 	"processes": true, "child-fd": true, "shards": true, "shard": true, "run-id": true, "start-at": true,
 	"target": true, "embedded": true, "json": true, "html": true, "shard-file": true, "quiet": true, "live": true,
 	"pprof": true, "password": true, "password-file": true, "hold": true, "source-addrs": true, "metrics": true,
+	"header": true, "header-file": true,
 	"fault-drop": true, "fault-duplicate": true, "fault-delay": true, "fault-delays": true, "fault-corrupt": true, "fault-seed": true,
 }
 
@@ -237,8 +238,14 @@ func startChild(exe string, o *options, i, n int, run verify.RunID, startAt time
 	}
 	cmd := exec.Command(exe, childArgs(o, i, n, run, startAt, tgt)...)
 	cmd.ExtraFiles = []*os.File{pw}
-	// The password travels in the environment, never on a command line.
-	cmd.Env = append(os.Environ(), "EVENTSWARM_PASSWORD="+o.Target.Password)
+	// Secrets travel in the environment, never on a command line: the
+	// password, and the extra headers (resolved from --header, --header-file
+	// and the environment, one "Name: value" a line).
+	var headers strings.Builder
+	for _, h := range o.Target.Headers {
+		headers.WriteString(h.Name + ": " + h.Value + "\n")
+	}
+	cmd.Env = append(os.Environ(), "EVENTSWARM_PASSWORD="+o.Target.Password, cli.HeadersEnv+"="+headers.String())
 	cmd.Stdout = io.Discard
 	errR, errW, err := os.Pipe()
 	if err != nil {
