@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -142,9 +143,21 @@ func TestStopStillReports(t *testing.T) {
 	args := append([]string{"--json", path, "--shard-file", shardPath}, fast...)
 	args = append(args, "--duration", "1h")
 	ctx, cancel := context.WithCancel(t.Context())
-	time.AfterFunc(time.Second, cancel)
-	var stdout, stderr bytes.Buffer
-	code := run(ctx, args, &stdout, &stderr, false)
+	defer cancel()
+	// Stop a second after the run started (not after a fixed time: on a
+	// loaded machine the target check alone may take longer, and a stop
+	// before the run began writes no shard file).
+	var stdout bytes.Buffer
+	stderr := &startWatcher{started: make(chan struct{})}
+	go func() {
+		select {
+		case <-stderr.started:
+			time.Sleep(time.Second)
+		case <-time.After(2 * time.Minute):
+		}
+		cancel()
+	}()
+	code := run(ctx, args, &stdout, stderr, false)
 	if code == exitCouldNotRun || code == exitUsage {
 		t.Fatalf("exit code %d after a stop; stderr %q", code, stderr.String())
 	}
@@ -152,8 +165,8 @@ func TestStopStillReports(t *testing.T) {
 	if out["interrupted"] != true {
 		t.Errorf("interrupted = %v; want true", out["interrupted"])
 	}
-	if !strings.Contains(stdout.String(), "interrupted") {
-		t.Errorf("stdout does not say the run was interrupted")
+	if !strings.Contains(stdout.String()+stderr.String(), "interrupted") {
+		t.Errorf("the output does not say the run was interrupted")
 	}
 	shard := readJSON(t, shardPath)
 	if shard["complete"] != false || shard["counts"] == nil {
@@ -191,4 +204,29 @@ func TestSourceAddrsRun(t *testing.T) {
 	if code := run(t.Context(), args, &stdout, &stderr, false); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
+}
+
+// startWatcher is a stderr that closes started when the run's start line
+// ("swarm: run …") is written. Safe for concurrent use.
+type startWatcher struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	started chan struct{}
+	once    sync.Once
+}
+
+func (w *startWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.b.Write(p)
+	if strings.Contains(w.b.String(), "swarm: run ") {
+		w.once.Do(func() { close(w.started) })
+	}
+	return n, err
+}
+
+func (w *startWatcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
