@@ -106,7 +106,7 @@ func open(br *bufio.Reader, nc io.Reader) (*stream, error) {
 		s.body = bufio.NewReaderSize(io.LimitReader(br, h.ContentLength), streamsub.ReadBuffer)
 	default:
 		pre, _ := br.Peek(br.Buffered())
-		s.pr = streamsub.NewParkedReader(&prefixReader{pre: bytes.Clone(pre), r: nc})
+		s.pr = streamsub.NewParkedReader(io.MultiReader(bytes.NewReader(bytes.Clone(pre)), nc))
 	}
 	s.p = NewParser(s.body)
 	s.p.StopIdle = s.pr != nil
@@ -119,21 +119,6 @@ func clip(s string) string {
 		return s[:64]
 	}
 	return s
-}
-
-// prefixReader reads pre, then r.
-type prefixReader struct {
-	pre []byte
-	r   io.Reader
-}
-
-func (p *prefixReader) Read(b []byte) (int, error) {
-	if len(p.pre) > 0 {
-		n := copy(b, p.pre)
-		p.pre = p.pre[n:]
-		return n, nil
-	}
-	return p.r.Read(b)
 }
 
 // stream is an open EventSource response.

@@ -94,7 +94,7 @@ func (Protocol) Open(nc net.Conn, req streamsub.Request) (streamsub.Stream, erro
 	if hbr != nil {
 		// Bytes the server sent right after its answer.
 		pre, _ := hbr.Peek(hbr.Buffered())
-		src = &prefixReader{pre: bytes.Clone(pre), r: nc}
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(pre)), nc)
 		ws.PutReader(hbr)
 	}
 	s.pr = streamsub.NewParkedReader(src)
@@ -111,21 +111,6 @@ func isProtocol(err error) bool {
 		}
 	}
 	return false
-}
-
-// prefixReader reads pre, then r.
-type prefixReader struct {
-	pre []byte
-	r   io.Reader
-}
-
-func (p *prefixReader) Read(b []byte) (int, error) {
-	if len(p.pre) > 0 {
-		n := copy(b, p.pre)
-		p.pre = p.pre[n:]
-		return n, nil
-	}
-	return p.r.Read(b)
 }
 
 // stream is an open WebSocket subscription.
