@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -222,13 +223,13 @@ func runProcesses(ctx context.Context, o *options, stdout, stderr io.Writer, han
 	return reportChildren(o, children, wasInterrupted, stdout, stderr)
 }
 
+// redactURL is u with any password removed, for the console.
 func redactURL(u string) string {
-	t, err := target.Open(target.Config{URL: u})
+	p, err := url.Parse(u)
 	if err != nil {
 		return u
 	}
-	defer t.Close()
-	return t.Describe()
+	return p.Redacted()
 }
 
 func startChild(exe string, o *options, i, n int, run verify.RunID, startAt time.Time, tgt string, stderr io.Writer) (*child, error) {
@@ -425,7 +426,7 @@ func reportChildren(o *options, children []*child, interrupted bool, stdout, std
 		}
 	}
 	if len(problems) > 0 {
-		m = sumShards(files)
+		m, _ = report.Sum(files) // no consistency checks: a partial set is inconclusive anyway
 	}
 	r := m.Result(o.cfg.Verify.Gates)
 	if len(problems) > 0 {
@@ -463,42 +464,6 @@ func reportChildren(o *options, children []*child, interrupted bool, stdout, std
 	werr := errors.Join(errs...)
 	cli.PrintErr(stderr, "swarm", werr)
 	return cli.Exit(r.Verdict, cli.CouldNotRun(werr))
-}
-
-// sumShards adds the shards that arrived (no consistency checks: the verdict
-// of a partial set is inconclusive anyway).
-func sumShards(files []report.ShardFile) report.ShardFile {
-	var m report.ShardFile
-	var snaps []stats.Snapshot
-	for i, f := range files {
-		if i == 0 {
-			m.RunID, m.ConfigHash, m.Start = f.RunID, f.ConfigHash, f.Start
-		}
-		m.Counts.Add(f.Counts)
-		m.Users.Add(f.Users, i == 0)
-		if f.End.After(m.End) {
-			m.End = f.End
-		}
-		for name, c := range f.Streams {
-			if m.Streams == nil {
-				m.Streams = map[string]verify.Counts{}
-			}
-			sc := m.Streams[name]
-			sc.Add(c)
-			m.Streams[name] = sc
-		}
-		if h, err := m.LatencyHist.Add(f.LatencyHist); err == nil {
-			m.LatencyHist = h
-		}
-		if h, err := m.LateHist.Add(f.LateHist); err == nil {
-			m.LateHist = h
-		}
-		snaps = append(snaps, f.Stats)
-	}
-	if s, err := stats.Merge(snaps...); err == nil {
-		m.Stats = s
-	}
-	return m
 }
 
 // childReporter is the child side: progress every interval, then the final

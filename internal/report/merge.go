@@ -216,10 +216,34 @@ func MergeSkew(files []ShardFile, maxSkew time.Duration) (ShardFile, error) {
 		errs = append(errs, fmt.Errorf("start skew %v exceeds %v", skew, maxSkew))
 	}
 
-	m := ShardFile{RunID: first.RunID, Shards: n, ConfigHash: first.ConfigHash, Start: minStart, Complete: true, Setup: first.Setup,
-		LatencyBoundMS: first.LatencyBoundMS, LostAfterMS: first.LostAfterMS}
+	m, sumErrs := Sum(files)
+	m.Shards, m.Start, m.Complete = n, minStart, true
+	errs = append(errs, sumErrs...)
+	if len(errs) > 0 {
+		return ShardFile{}, fmt.Errorf("%w: %w", ErrMerge, errors.Join(errs...))
+	}
+	return m, nil
+}
+
+// Sum adds files exactly — counts (pooled and per direction), users,
+// histograms and operation stats — with the first file's identity and setup,
+// the earliest start and the latest end, and no check that they form one run
+// (MergeSkew does that). It returns what could not be added.
+func Sum(files []ShardFile) (ShardFile, []error) {
+	var m ShardFile
+	var errs []error
 	snaps := make([]stats.Snapshot, 0, len(files))
 	for i, f := range files {
+		if i == 0 {
+			m = ShardFile{RunID: f.RunID, Shards: f.Shards, ConfigHash: f.ConfigHash, Start: f.Start, Setup: f.Setup,
+				LatencyBoundMS: f.LatencyBoundMS, LostAfterMS: f.LostAfterMS}
+		}
+		if f.Start.Before(m.Start) {
+			m.Start = f.Start
+		}
+		if f.End.After(m.End) {
+			m.End = f.End
+		}
 		m.Counts.Add(f.Counts)
 		m.Users.Add(f.Users, i == 0)
 		for name, c := range f.Streams {
@@ -229,9 +253,6 @@ func MergeSkew(files []ShardFile, maxSkew time.Duration) (ShardFile, error) {
 			sc := m.Streams[name]
 			sc.Add(c)
 			m.Streams[name] = sc
-		}
-		if f.End.After(m.End) {
-			m.End = f.End
 		}
 		var err error
 		if m.LatencyHist, err = m.LatencyHist.Add(f.LatencyHist); err != nil {
@@ -246,8 +267,5 @@ func MergeSkew(files []ShardFile, maxSkew time.Duration) (ShardFile, error) {
 	if m.Stats, err = stats.Merge(snaps...); err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) > 0 {
-		return ShardFile{}, fmt.Errorf("%w: %w", ErrMerge, errors.Join(errs...))
-	}
-	return m, nil
+	return m, errs
 }
