@@ -202,19 +202,8 @@ func reportMerged(o *mergeOptions, m report.ShardFile, n int, stdout, stderr io.
 	if o.json == "-" {
 		tables = stderr
 	}
-	if err := report.OpsTable(tables, m.Stats); err != nil {
-		errs = append(errs, err)
-	}
-	fmt.Fprintln(tables, usersLine(m.Users, 0, 0))
-	coverage := map[string]float64{}
-	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
-		if c, ok := m.Streams[name]; ok {
-			coverage[name] = c.Coverage()
-			fmt.Fprintf(tables, "%s: coverage %s (%d of %d published expected by a subscriber)\n", name,
-				pctText(c.Covered, c.PublishAttempted), c.Covered, c.PublishAttempted)
-		}
-	}
-	if err := report.Table(tables, r); err != nil {
+	coverage, err := printMerged(tables, m, r)
+	if err != nil {
 		errs = append(errs, err)
 	}
 	if o.html != "" {
@@ -237,4 +226,27 @@ func reportMerged(o *mergeOptions, m report.ShardFile, n int, stdout, stderr io.
 	werr := errors.Join(errs...)
 	cli.PrintErr(stderr, "swarm merge", werr)
 	return cli.Exit(r.Verdict, cli.CouldNotRun(werr))
+}
+
+// printMerged prints a merged run's tables (operations, users, each
+// direction's coverage, delivery and gates) and returns each direction's
+// coverage; the error is a table that could not be written.
+func printMerged(w io.Writer, m report.ShardFile, r verify.Result) (map[string]float64, error) {
+	var errs []error
+	if err := report.OpsTable(w, m.Stats); err != nil {
+		errs = append(errs, err)
+	}
+	fmt.Fprintln(w, usersLine(m.Users, 0, 0))
+	coverage := map[string]float64{}
+	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
+		if c, ok := m.Streams[name]; ok {
+			coverage[name] = c.Coverage()
+			fmt.Fprintf(w, "%s: coverage %s (%d of %d published expected by a subscriber)\n", name,
+				pctText(c.Covered, c.PublishAttempted), c.Covered, c.PublishAttempted)
+		}
+	}
+	if err := report.Table(w, r); err != nil {
+		errs = append(errs, err)
+	}
+	return coverage, errors.Join(errs...)
 }

@@ -434,18 +434,8 @@ func reportChildren(o *options, children []*child, interrupted bool, stdout, std
 	}
 	tables := o.TableOut(stdout, stderr)
 	var errs []error
-	if err := report.OpsTable(tables, m.Stats); err != nil {
-		errs = append(errs, err)
-	}
-	fmt.Fprintln(tables, usersLine(m.Users, 0, 0))
-	coverage := map[string]float64{}
-	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
-		c := m.Streams[name]
-		coverage[name] = c.Coverage()
-		fmt.Fprintf(tables, "%s: coverage %s (%d of %d published expected by a subscriber)\n", name,
-			pctText(c.Covered, c.PublishAttempted), c.Covered, c.PublishAttempted)
-	}
-	if err := report.Table(tables, r); err != nil {
+	coverage, err := printMerged(tables, m, r)
+	if err != nil {
 		errs = append(errs, err)
 	}
 	out.mergeOutput = mergeOutput{Result: r, RunID: m.RunID, Shards: len(children), ConfigHash: m.ConfigHash,
