@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -110,6 +112,57 @@ func TestBusStatsRealBuses(t *testing.T) {
 			bs := res.BusStats
 			if bs == nil || bs.Source != source || len(bs.Samples) == 0 || len(bs.Samples[len(bs.Samples)-1].Values) == 0 || bs.Error != "" {
 				t.Fatalf("bus_stats %+v: want a non-empty %s series", bs, source)
+			}
+		})
+	}
+}
+
+// TestBusStatsEmbedded: against the embedded bus (both protocols) the
+// bus-stats series is its own counters, read in process: the last sample's
+// injected drops are exactly what the run's injected report says, and the
+// broker's own drops are 0 (nothing else lost a message).
+func TestBusStatsEmbedded(t *testing.T) {
+	for _, proto := range []string{"http", "mqtt"} {
+		t.Run(proto, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "r.json")
+			args := append(append([]string{}, fast...), "--embedded", proto, "--fault-drop", "0.2", "--fault-seed", "7",
+				"--bus-stats-interval", "1s", "--json", path)
+			code, _, stderr := runProbe(t, args...)
+			if code != 1 {
+				t.Fatalf("exit %d (want 1: drops fail the run); stderr:\n%s", code, stderr)
+			}
+			m := regexp.MustCompile(`injected: \{Deliveries:\d+ Dropped:(\d+) `).FindStringSubmatch(stderr)
+			if m == nil {
+				t.Fatalf("no injected report on stderr:\n%s", stderr)
+			}
+			injected, _ := strconv.ParseFloat(m[1], 64)
+			var res struct {
+				BusStats *struct {
+					Source  string `json:"source"`
+					Error   string `json:"error"`
+					Dropped *float64
+					Samples []struct {
+						Values map[string]float64 `json:"values"`
+					} `json:"samples"`
+				} `json:"bus_stats"`
+			}
+			b, err := os.ReadFile(path)
+			if err != nil || json.Unmarshal(b, &res) != nil {
+				t.Fatalf("reading %s: %v", path, err)
+			}
+			bs := res.BusStats
+			if bs == nil || bs.Source != "embedded bus" || bs.Error != "" || len(bs.Samples) < 2 {
+				t.Fatalf("bus_stats %+v: want an embedded-bus series of at least 2 samples", bs)
+			}
+			last := bs.Samples[len(bs.Samples)-1].Values
+			if injected == 0 || last["injected_dropped"] != injected {
+				t.Fatalf("last sample injected_dropped %v, the run's injected report %v: want equal and > 0", last["injected_dropped"], injected)
+			}
+			if proto == "mqtt" && (bs.Dropped == nil || *bs.Dropped != 0 || last["clients_connected"] == 0) {
+				t.Fatalf("mqtt: dropped %v, clients_connected %v: want the broker's own drops 0 and clients connected", bs.Dropped, last["clients_connected"])
+			}
+			if proto == "http" && last["http_publishes"] == 0 {
+				t.Fatalf("http: http_publishes %v: want > 0", last["http_publishes"])
 			}
 		})
 	}

@@ -91,10 +91,12 @@ type recorder struct {
 	samples []Sample
 	every   time.Duration
 	err     string
+	// dropped is the key of the bus's own count of dropped messages.
+	dropped string
 }
 
 func newRecorder(source string, every time.Duration, live *Live) *recorder {
-	return &recorder{source: source, live: live, start: time.Now(), latest: map[string]float64{}, every: every}
+	return &recorder{source: source, live: live, start: time.Now(), latest: map[string]float64{}, every: every, dropped: DroppedKey}
 }
 
 // set records key's value; beyond MaxKeys new keys are ignored.
@@ -144,8 +146,8 @@ func (r *recorder) series(source string) Series {
 	if n := len(s.Samples); n > 0 {
 		// Mosquitto publishes a $SYS value when it changes: a count first
 		// seen later started from 0.
-		first := s.Samples[0].Values[DroppedKey]
-		if last, ok := s.Samples[n-1].Values[DroppedKey]; ok {
+		first := s.Samples[0].Values[r.dropped]
+		if last, ok := s.Samples[n-1].Values[r.dropped]; ok {
 			d := last - first
 			s.Dropped = &d
 		}

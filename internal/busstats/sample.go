@@ -15,6 +15,7 @@ import (
 const (
 	SourceMosquitto = "mosquitto $SYS"
 	SourceNchan     = "nchan_stub_status"
+	SourceEmbedded  = "embedded bus"
 )
 
 // sysHandler feeds $SYS deliveries into the recorder.
@@ -111,6 +112,35 @@ func SampleHTTP(ctx context.Context, client *http.Client, url string, every time
 		}
 	}
 	return r.series(SourceNchan)
+}
+
+// SampleFunc reads an in-process bus's numbers (the embedded bus's Stats)
+// every interval until ctx ends, and once at the start and the end. dropped
+// is the key of the bus's own count of dropped messages ("" if none).
+// live, if not nil, holds the latest sample meanwhile.
+func SampleFunc(ctx context.Context, source, dropped string, stats func() map[string]float64, every time.Duration, live *Live) Series {
+	r := newRecorder(source, every, live)
+	r.dropped = dropped
+	read := func() {
+		for k, v := range stats() {
+			r.set(k, v)
+		}
+	}
+	read()
+	r.sample(time.Now())
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			read()
+			r.sample(time.Now())
+			return r.series(source)
+		case <-t.C:
+			read()
+			r.sample(time.Now())
+		}
+	}
 }
 
 // loop samples every interval until ctx ends, and once more at the end.

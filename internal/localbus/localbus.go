@@ -299,3 +299,46 @@ func (b *Bus) Close() error {
 	b.wg.Wait()
 	return errors.Join(errs...)
 }
+
+// Stats is the embedded bus's own health at this moment, for --bus-stats:
+// the broker's counters (mochi-mqtt's $SYS numbers: clients, messages
+// received/sent/dropped, in flight, subscriptions, bytes), the long-poll
+// server's request counters, and what the fault injector did so far. Keys
+// are stable snake_case names; a part that is disabled has no keys.
+func (b *Bus) Stats() map[string]float64 {
+	v := map[string]float64{}
+	inj := b.Injected()
+	v["injected_deliveries"] = float64(inj.Deliveries)
+	v["injected_dropped"] = float64(inj.Dropped)
+	v["injected_duplicated"] = float64(inj.Duplicated)
+	v["injected_corrupted"] = float64(inj.Corrupted)
+	var delayed uint64
+	for _, d := range inj.Delayed {
+		delayed += d
+	}
+	v["injected_delayed"] = float64(delayed)
+	if b.httpLn != nil {
+		v["http_publishes"] = float64(b.httpPubs.Load())
+		v["http_polls"] = float64(b.httpPolls.Load())
+	}
+	if b.broker != nil {
+		i := b.broker.Info.Clone()
+		v["mqtt_connects"] = float64(b.mqttConnects.Load())
+		v["clients_connected"] = float64(i.ClientsConnected)
+		v["clients_maximum"] = float64(i.ClientsMaximum)
+		v["messages_received"] = float64(i.MessagesReceived)
+		v["messages_sent"] = float64(i.MessagesSent)
+		// The broker's own drops (a subscriber too slow for its write
+		// queue), never the injected ones: a real loss inside the bus.
+		v[StatsDroppedKey] = float64(i.MessagesDropped + i.InflightDropped)
+		v["inflight"] = float64(i.Inflight)
+		v["subscriptions"] = float64(i.Subscriptions)
+		v["retained"] = float64(i.Retained)
+		v["bytes_received"] = float64(i.BytesReceived)
+		v["bytes_sent"] = float64(i.BytesSent)
+	}
+	return v
+}
+
+// StatsDroppedKey is the Stats key of the messages the broker itself dropped.
+const StatsDroppedKey = "messages_dropped"

@@ -558,11 +558,14 @@ func opsChart(id string, ts []Tick) *chart {
 }
 
 // busKeys are the bus values charted, when present: load and clients
-// (Mosquitto), messages and subscribers (Nchan).
+// (Mosquitto), messages and subscribers (Nchan), clients, in flight and
+// requests (the embedded bus).
 var busKeys = []string{
 	"$SYS/broker/load/messages/received/1min", "$SYS/broker/load/messages/sent/1min",
 	"$SYS/broker/load/publish/dropped/1min", "$SYS/broker/clients/connected",
 	"subscribers", "channels", "stored messages",
+	"clients_connected", "inflight", "subscriptions", "messages_dropped",
+	"http_publishes", "http_polls", "injected_dropped",
 }
 
 // busChart: up to four of busKeys over the run, each scaled to its own
