@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/eventswarm/eventswarm/cmd/internal/cli"
@@ -215,8 +216,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		},
 	}
 	if !o.Quiet {
-		hooks.OnLive = func(el time.Duration, snap verify.Result) { fmt.Fprintln(stderr, report.LiveLine(el, snap)) }
-		hooks.OnPhase = func(ph string) { fmt.Fprintf(stderr, "probe: %s\n", ph) }
+		var phase atomic.Value
+		phase.Store("")
+		var liveLine report.Live
+		end := o.cfg.Duration + o.cfg.Ledger.LostAfter + o.cfg.Ledger.Grace // publishing and the drain
+		hooks.OnLive = func(el time.Duration, snap verify.Result) {
+			left := time.Duration(-1)
+			if o.cfg.Duration > 0 {
+				left = max(end-el, 0)
+			}
+			fmt.Fprintln(stderr, liveLine.Line(el, phase.Load().(string), left, snap))
+		}
+		hooks.OnPhase = func(ph string) { phase.Store(ph); fmt.Fprintf(stderr, "probe: %s\n", ph) }
 	}
 	stopBusStats := o.StartBusStats(hard, tgt, "probe-"+run.String()[:8]+"-sys", busLive)
 	out, runErr := probe.Run(hard, stop, o.cfg, run, tgt.Dialer(), hooks)

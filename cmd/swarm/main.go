@@ -557,6 +557,7 @@ func live(ctx context.Context, r *behaviours.Runner, every time.Duration, w io.W
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var prev stats.Snapshot
+	var line report.Live
 	for {
 		select {
 		case <-ctx.Done():
@@ -565,7 +566,14 @@ func live(ctx context.Context, r *behaviours.Runner, every time.Duration, w io.W
 		}
 		p := r.Progress()
 		ev, ct := p.Streams[behaviours.StreamLearnerToProctor].Counts, p.Streams[behaviours.StreamProctorToLearner].Counts
-		fmt.Fprintf(w, "%s [%s] coverage events %s control %s\n", report.LiveLine(p.Elapsed, p.Result), p.Phase,
+		phase := p.Phase
+		if phase == behaviours.PhaseRun {
+			phase = "steady"
+			if p.UsersPeak < p.UsersTarget {
+				phase = "ramp-up"
+			}
+		}
+		fmt.Fprintf(w, "%s; coverage events %s control %s\n", line.Line(p.Elapsed, phase, p.Left, p.Result),
 			pctText(ev.Covered, ev.PublishAttempted), pctText(ct.Covered, ct.PublishAttempted))
 		fmt.Fprintf(w, "%s; target %d peak %d\n", report.UsersLine(p.Active, map[string]int{"free": p.PoolFree, "active": p.PoolActive}),
 			p.UsersTarget, p.UsersPeak)

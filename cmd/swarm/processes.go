@@ -336,6 +336,7 @@ func liveMerged(done <-chan struct{}, children []*child, every time.Duration, w 
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var prev stats.Snapshot
+	var line report.Live
 	for {
 		select {
 		case <-done:
@@ -366,8 +367,8 @@ func liveMerged(done <-chan struct{}, children []*child, every time.Duration, w 
 		all := ev
 		all.Add(ct)
 		res := verify.Result{Counts: all}
-		fmt.Fprintf(w, "%s [%d processes] coverage events %s control %s\n",
-			report.LiveLine(time.Duration(elapsed)*time.Millisecond, res), len(children),
+		fmt.Fprintf(w, "%s; %d processes; coverage events %s control %s\n",
+			line.Line(time.Duration(elapsed)*time.Millisecond, "", -1, res), len(children),
 			pctText(ev.Covered, ev.PublishAttempted), pctText(ct.Covered, ct.PublishAttempted))
 		fmt.Fprintf(w, "%s; target %d peak %d\n", report.UsersLine(active, nil), target, peak)
 		if ops, err := stats.Merge(snaps...); err == nil && len(snaps) > 0 {

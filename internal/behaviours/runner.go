@@ -224,7 +224,10 @@ type Summary struct {
 // Progress is a live view of a run, for the console.
 type Progress struct {
 	Elapsed time.Duration
-	Phase   string
+	// Left is the longest the run may still take (publishing and the
+	// drain); -1 before it began.
+	Left  time.Duration
+	Phase string
 	// Active users by kind name, and users started so far.
 	Active  map[string]int
 	Started int
@@ -242,8 +245,10 @@ type Progress struct {
 func (r *Runner) Progress() Progress {
 	now := r.clock.Now()
 	p := Progress{Phase: r.phase.Load().(string), Active: map[string]int{}, Ops: r.stats.Snapshot()}
+	p.Left = -1
 	if b := r.begin.Load(); b != 0 {
 		p.Elapsed = time.Since(time.Unix(0, b))
+		p.Left = max(r.cfg.Duration+max(r.cfg.Drain, 0)-p.Elapsed, 0)
 	}
 	for _, k := range Kinds() {
 		p.Active[k.String()] = int(r.active[k].Load())

@@ -209,18 +209,56 @@ func fmtNum(v float64) string {
 	return strconv.FormatFloat(v, 'g', 6, 64)
 }
 
-// LiveLine is one compact line for the live output, e.g.
+// Live turns a run's successive verifier snapshots into live lines. What is
+// known from the first tick comes first: the phase, time left, what was sent
+// and received so far with the interval's rates, and the provisional on-time
+// share of what has arrived (a message is final only LostAfter+Grace after
+// its intended send time, so the final counts stay empty for that long).
+// The zero value is ready; a Live is not safe for concurrent use.
+type Live struct {
+	at       time.Duration
+	sent     uint64
+	received uint64
+}
+
+// Line is one line, e.g.
 //
-//	[1m05s] published 1200/1203 expected 3600 on-time 99.87% lost 0 dups 0 pending 42 p99 12.34ms
-func LiveLine(elapsed time.Duration, r verify.Result) string {
+//	[1m5s publishing, 55s left] sent 500/500 (10.0/s) received 998 (20.0/s) on-time so far 99.90% | final: expected 1000 on-time 99.00% lost 3 dups 0 pending 42 p99 1500.0ms coverage 100.00%
+//
+// phase may be empty; left < 0 means unknown (no end, or not known here).
+// Rates are over the interval since the previous line; the rest is the
+// whole run so far.
+func (l *Live) Line(elapsed time.Duration, phase string, left time.Duration, r verify.Result) string {
 	c := r.Counts
+	received := c.OnTime + c.Slow + c.PendingArrived
+	onTime := c.OnTime + c.PendingOnTime
+	var b strings.Builder
+	b.WriteString("[")
+	b.WriteString(elapsed.Truncate(time.Second).String())
+	if phase != "" {
+		b.WriteString(" " + phase)
+	}
+	if left >= 0 {
+		b.WriteString(", " + left.Round(time.Second).String() + " left")
+	}
+	b.WriteString("] ")
+	dt := (elapsed - l.at).Seconds()
+	rate := func(now, before uint64) string {
+		if dt <= 0 || now < before {
+			return "-"
+		}
+		return strconv.FormatFloat(float64(now-before)/dt, 'f', 1, 64) + "/s"
+	}
 	p99 := "-"
 	if r.LatencyMS.Count > 0 {
 		p99 = fmtMS(r.LatencyMS.P99) + "ms"
 	}
-	return fmt.Sprintf("[%s] published %d/%d coverage %s expected %d on-time %s lost %d dups %d pending %d p99 %s",
-		elapsed.Truncate(time.Second), c.PublishOK, c.PublishAttempted, pct(c.Covered, c.PublishAttempted), c.Expected,
-		pct(c.OnTime, c.Expected), c.Lost, c.Duplicates, c.Pending, p99)
+	fmt.Fprintf(&b, "sent %d/%d (%s) received %d (%s) on-time so far %s | final: expected %d on-time %s lost %d dups %d pending %d p99 %s coverage %s",
+		c.PublishOK, c.PublishAttempted, rate(c.PublishAttempted, l.sent), received, rate(received, l.received),
+		pct(onTime, received), c.Expected, pct(c.OnTime, c.Expected), c.Lost, c.Duplicates, c.Pending, p99,
+		pct(c.Covered, c.PublishAttempted))
+	l.at, l.sent, l.received = elapsed, c.PublishAttempted, received
+	return b.String()
 }
 
 // WindowLine is one line per closed measurement window, e.g.

@@ -114,13 +114,26 @@ func TestTable(t *testing.T) {
 func TestLiveAndWindowLines(t *testing.T) {
 	r := sampleResult(failing)
 	r.Counts.Pending = 42
-	got := LiveLine(65*time.Second+300*time.Millisecond, r)
-	want := "[1m5s] published 500/500 coverage 100.00% expected 1000 on-time 99.00% lost 3 dups 0 pending 42 p99 1500.0ms"
+	// Before anything is final, the line already shows what has arrived.
+	var l Live
+	early := verify.Result{Counts: verify.Counts{PublishAttempted: 50, PublishOK: 50, Covered: 50, Pending: 100,
+		PendingArrived: 80, PendingOnTime: 60}}
+	got := l.Line(5*time.Second, "publishing", 55*time.Second, early)
+	want := "[5s publishing, 55s left] sent 50/50 (10.0/s) received 80 (16.0/s) on-time so far 75.00% | " +
+		"final: expected 0 on-time - lost 0 dups 0 pending 100 p99 - coverage 100.00%"
 	if got != want {
-		t.Errorf("LiveLine = %q, want %q", got, want)
+		t.Errorf("first line = %q, want %q", got, want)
 	}
-	if got := LiveLine(0, verify.Result{}); !strings.Contains(got, "on-time - ") || !strings.HasSuffix(got, "p99 -") {
-		t.Errorf("LiveLine(empty) = %q", got)
+	// Rates are over the interval; received counts final and provisional arrivals.
+	got = l.Line(65*time.Second+300*time.Millisecond, "", -1, r)
+	want = "[1m5s] sent 500/500 (7.5/s) received 997 (15.2/s) on-time so far 99.30% | " +
+		"final: expected 1000 on-time 99.00% lost 3 dups 0 pending 42 p99 1500.0ms coverage 100.00%"
+	if got != want {
+		t.Errorf("second line = %q, want %q", got, want)
+	}
+	var empty Live
+	if got := empty.Line(0, "", -1, verify.Result{}); !strings.Contains(got, "(-) received 0 (-) on-time so far - ") {
+		t.Errorf("empty line = %q", got)
 	}
 	w := verify.Window{Index: 3, StartMS: 180000, EndMS: 240000, Verdict: verify.Fail, Reason: "gates failed: [lost]",
 		Counts: verify.Counts{Expected: 600, OnTime: 597, Lost: 3}, Latency: verify.Latency{Count: 597, P99: 15.2}}

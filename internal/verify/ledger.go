@@ -594,6 +594,14 @@ func (l *Ledger) Snapshot(now int64) Result {
 					covered = true
 					if r.status == stOK || r.status == stPending {
 						live.Pending++
+						if seq >= ss.base && seq-ss.base < uint64(len(ss.ring)) {
+							if first := ss.ring[seq&uint64(len(ss.ring)-1)].first; first != noArrival {
+								live.PendingArrived++
+								if first-r.intended <= int64(l.cfg.Latency) {
+									live.PendingOnTime++
+								}
+							}
+						}
 					}
 				}
 			}

@@ -157,8 +157,9 @@ func TestLateThenDuplicate(t *testing.T) {
 				x.l.Advance(16 * sec)
 			}
 			lost := Counts{Expected: 2, OnTime: 1, Lost: 1, LostWhileConnected: 1, Late: 1}
-			// seq 2 (intended 1 s) is due at 17 s: still pending.
-			x.check(x.l.Snapshot(17*sec), plus(pub(2, 0, 0), Counts{Expected: 1, Lost: 1, LostWhileConnected: 1, Late: 1, Pending: 1}), Fail)
+			// seq 2 (intended 1 s) is due at 17 s: still pending, arrived on time (provisional).
+			x.check(x.l.Snapshot(17*sec), plus(pub(2, 0, 0), Counts{Expected: 1, Lost: 1, LostWhileConnected: 1, Late: 1, Pending: 1,
+				PendingArrived: 1, PendingOnTime: 1}), Fail)
 			x.deliver(0, 1, 20*sec)
 			r := x.l.Finish(30*sec, true)
 			x.check(r, plus(lost, pub(2, 0, 0), Counts{Duplicates: 1, DupOther: 1, DupSteady: 1}), Fail)
@@ -413,10 +414,17 @@ func TestSnapshotPending(t *testing.T) {
 	}
 	x.publish(6, 6*sec, 0)
 	r := x.l.Snapshot(7 * sec)
-	x.check(r, Counts{PublishAttempted: 6, PublishOK: 5, Pending: 12}, Inconclusive)
+	// Of the 12 pending, subscriber 0's 5 arrived within Latency.
+	x.check(r, Counts{PublishAttempted: 6, PublishOK: 5, Pending: 12, PendingArrived: 5, PendingOnTime: 5}, Inconclusive)
 	x.l.Advance(19 * sec) // seqs 1..3 final
 	r = x.l.Snapshot(19 * sec)
-	x.check(r, Counts{PublishAttempted: 6, PublishOK: 5, Pending: 6, Expected: 6, OnTime: 3, Lost: 3, LostWhileConnected: 3}, Fail)
+	x.check(r, Counts{PublishAttempted: 6, PublishOK: 5, Pending: 6, Expected: 6, OnTime: 3, Lost: 3, LostWhileConnected: 3,
+		PendingArrived: 2, PendingOnTime: 2}, Fail)
+	// A provisional arrival past Latency is arrived, not on time.
+	y := newScen(t, Config{}, 1)
+	y.publish(1, sec, PublishOK)
+	y.deliver(0, 1, sec+3*sec)
+	y.check(y.l.Snapshot(5*sec), Counts{PublishAttempted: 1, PublishOK: 1, Pending: 1, PendingArrived: 1}, Inconclusive)
 }
 
 // Expect / Unexpect / measurement interval decide what is expected; the rest is Extra.

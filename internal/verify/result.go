@@ -68,6 +68,12 @@ type Counts struct {
 	// Pending: expected messages not yet final (live snapshots), or, after an
 	// interrupted drain, the unfinished tail: inconclusive, not lost.
 	Pending uint64 `json:"pending"`
+	// PendingArrived and PendingOnTime (live snapshots only): of Pending,
+	// the messages whose first copy has arrived, and of those the ones that
+	// arrived within Latency — the provisional on-time share of what has
+	// arrived, known long before the message is final (LostAfter+Grace).
+	PendingArrived uint64 `json:"pending_arrived,omitempty"`
+	PendingOnTime  uint64 `json:"pending_on_time,omitempty"`
 
 	LostWhileConnected   uint64 `json:"lost_while_connected"`
 	LostDuringDisconnect uint64 `json:"lost_during_disconnect"`
@@ -99,6 +105,8 @@ func (c *Counts) Add(o Counts) {
 	c.Markers += o.Markers
 	c.Covered += o.Covered
 	c.Pending += o.Pending
+	c.PendingArrived += o.PendingArrived
+	c.PendingOnTime += o.PendingOnTime
 	c.LostWhileConnected += o.LostWhileConnected
 	c.LostDuringDisconnect += o.LostDuringDisconnect
 	c.DupRedelivered += o.DupRedelivered
