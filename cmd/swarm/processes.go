@@ -130,6 +130,9 @@ func runProcesses(ctx context.Context, o *options, stdout, stderr io.Writer, han
 	// The parent runs the embedded bus when there is no --target; the
 	// children target it.
 	targets := o.targets
+	if len(targets) == 0 && o.Target.URL != "" {
+		targets = []string{o.Target.URL} // one real target for every child
+	}
 	if len(targets) == 0 {
 		tgt, err := target.Open(o.Target)
 		if err != nil {

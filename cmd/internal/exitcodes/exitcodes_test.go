@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bin = dir
-	cmd := exec.Command("go", "build", "-o", dir, "../../probe", "../../swarm")
+	cmd := exec.Command("go", "build", "-o", dir, "../../probe", "../../swarm", "../../localbus")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		os.RemoveAll(dir)
@@ -301,6 +301,32 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// processesResult is the part of swarm --processes' JSON the tests read.
+type processesResult struct {
+	Verdict  string         `json:"verdict"`
+	Reason   string         `json:"reason"`
+	Counts   map[string]int `json:"counts"`
+	Children []struct {
+		Shard    int            `json:"shard"`
+		Complete bool           `json:"complete"`
+		Counts   map[string]int `json:"counts"`
+		Error    string         `json:"error"`
+	} `json:"children"`
+}
+
+func readProcesses(t *testing.T, path string) processesResult {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o processesResult
+	if err := json.Unmarshal(b, &o); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return o
+}
+
 // swarm --processes 3 on the embedded bus: the merged counts are the sum of
 // the children's; a child killed mid-run makes the run inconclusive (and
 // stops the others); SIGINT to the parent stops every child and still
@@ -309,98 +335,52 @@ func TestProcesses(t *testing.T) {
 	fast := []string{"--processes", "3", "--users", "12", "--spawn-rate", "100", "--weights", "learner=5,proctor=1",
 		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms", "--proctor-timeout", "1s",
 		"--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0", "--within", "0"}
-	type outcome struct {
-		Verdict  string         `json:"verdict"`
-		Reason   string         `json:"reason"`
-		Counts   map[string]int `json:"counts"`
-		Children []struct {
-			Shard    int            `json:"shard"`
-			Complete bool           `json:"complete"`
-			Counts   map[string]int `json:"counts"`
-			Error    string         `json:"error"`
-		} `json:"children"`
+	lb := startLocalbus(t)
+	// The parent's own embedded bus (no --target), and the embedded bus run
+	// as its own process by cmd/localbus, over both protocols.
+	targets := map[string][]string{
+		"parent's embedded bus": nil,
+		"localbus http":         {"--target", lb.http},
+		"localbus mqtt":         {"--target", lb.mqtt},
 	}
-	read := func(t *testing.T, path string) outcome {
-		t.Helper()
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var o outcome
-		if err := json.Unmarshal(b, &o); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		return o
+	for name, target := range targets {
+		t.Run("merged equals the sum/"+name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "r.json")
+			r := execute(t, "swarm", append(append(append([]string{}, fast...), target...), "--duration", "1500ms", "--json", path), 0)
+			if r.code != 0 {
+				t.Fatalf("exit %d, want 0\n%s", r.code, r.stderr)
+			}
+			o := readProcesses(t, path)
+			if len(o.Children) != 3 {
+				t.Fatalf("%d children in the JSON, want 3", len(o.Children))
+			}
+			for _, k := range []string{"expected", "on_time", "lost", "duplicates", "publish_attempted", "publish_ok", "covered", "extra"} {
+				total := 0
+				for _, c := range o.Children {
+					total += c.Counts[k]
+				}
+				if total != o.Counts[k] {
+					t.Errorf("%s: merged %d, children sum to %d", k, o.Counts[k], total)
+				}
+			}
+			if o.Counts["expected"] == 0 {
+				t.Errorf("nothing expected: the run measured nothing")
+			}
+			if o.Counts["lost"] != 0 || o.Counts["duplicates"] != 0 {
+				t.Errorf("lost %d duplicates %d on a bus without faults, want 0", o.Counts["lost"], o.Counts["duplicates"])
+			}
+		})
 	}
-	t.Run("merged equals the sum", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "r.json")
-		r := execute(t, "swarm", append(fast, "--duration", "1500ms", "--json", path), 0)
-		if r.code != 0 {
-			t.Fatalf("exit %d, want 0\n%s", r.code, r.stderr)
-		}
-		o := read(t, path)
-		if len(o.Children) != 3 {
-			t.Fatalf("%d children in the JSON, want 3", len(o.Children))
-		}
-		for _, k := range []string{"expected", "on_time", "lost", "duplicates", "publish_attempted", "publish_ok", "covered", "extra"} {
-			total := 0
-			for _, c := range o.Children {
-				total += c.Counts[k]
-			}
-			if total != o.Counts[k] {
-				t.Errorf("%s: merged %d, children sum to %d", k, o.Counts[k], total)
-			}
-		}
-		if o.Counts["expected"] == 0 {
-			t.Errorf("nothing expected: the run measured nothing")
-		}
-	})
-	t.Run("a dead child is inconclusive", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "r.json")
-		cmd := exec.Command(filepath.Join(bin, "swarm"), append(fast, "--duration", "60s", "--json", path)...)
-		var stderr lockedBuffer
-		cmd.Stderr, cmd.Stdout = &stderr, &bytes.Buffer{}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		timer := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
-		defer timer.Stop()
-		pidRe := regexp.MustCompile(`shard 1/3 pid (\d+)`)
-		deadline := time.Now().Add(60 * time.Second)
-		var pid int
-		for time.Now().Before(deadline) {
-			s := stderr.String()
-			if m := pidRe.FindStringSubmatch(s); m != nil && strings.Contains(s, "[shard 1] swarm: run ") {
-				pid, _ = strconv.Atoi(m[1])
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if pid == 0 {
-			_ = cmd.Process.Kill()
-			t.Fatalf("shard 1 did not start:\n%s", stderr.String())
-		}
-		time.Sleep(time.Second)
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		err := cmd.Wait()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-			t.Fatalf("exit %v, want 3 (a child died)\n%s", err, stderr.String())
-		}
-		o := read(t, path)
-		if o.Verdict != "inconclusive" || !strings.Contains(o.Reason, "shard 1") || !strings.Contains(o.Reason, "died") {
-			t.Errorf("verdict %s (%s), want inconclusive naming the dead shard 1", o.Verdict, o.Reason)
-		}
-	})
+	for _, name := range []string{"parent's embedded bus", "localbus mqtt"} {
+		t.Run("a dead child is inconclusive/"+name, func(t *testing.T) { killChild(t, append(append([]string{}, fast...), targets[name]...)) })
+	}
 	t.Run("SIGINT stops every child", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "r.json")
 		r := execute(t, "swarm", append(fast, "--duration", "60s", "--json", path), time.Second)
 		if r.code != 3 {
 			t.Fatalf("exit %d, want 3 (interrupted)\n%s", r.code, r.stderr)
 		}
-		o := read(t, path)
+		o := readProcesses(t, path)
 		if o.Verdict != "inconclusive" || len(o.Children) != 3 {
 			t.Errorf("verdict %s, %d children; want inconclusive and 3", o.Verdict, len(o.Children))
 		}
@@ -410,4 +390,84 @@ func TestProcesses(t *testing.T) {
 			}
 		}
 	})
+}
+
+// localbus is cmd/localbus running as its own process on free loopback ports.
+type localbus struct{ http, mqtt string }
+
+// startLocalbus starts cmd/localbus on free ports and stops it (by PID) when
+// the test ends.
+func startLocalbus(t *testing.T) localbus {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "localbus"), "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0")
+	var stderr lockedBuffer
+	cmd.Stderr, cmd.Stdout = &stderr, &bytes.Buffer{}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	httpRe := regexp.MustCompile(`long-poll on (http://\S+)`)
+	mqttRe := regexp.MustCompile(`MQTT on (mqtt://\S+)`)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		s := stderr.String()
+		h, m := httpRe.FindStringSubmatch(s), mqttRe.FindStringSubmatch(s)
+		if h != nil && m != nil {
+			return localbus{http: h[1], mqtt: m[1]}
+		}
+	}
+	t.Fatalf("localbus did not announce its addresses:\n%s", stderr.String())
+	return localbus{}
+}
+
+// killChild runs swarm --processes 3 with args, SIGKILLs shard 1 once it
+// runs, and wants the merged run inconclusive, naming the dead shard.
+func killChild(t *testing.T, args []string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "r.json")
+	cmd := exec.Command(filepath.Join(bin, "swarm"), append(args, "--duration", "60s", "--json", path)...)
+	var stderr lockedBuffer
+	cmd.Stderr, cmd.Stdout = &stderr, &bytes.Buffer{}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	pidRe := regexp.MustCompile(`shard 1/3 pid (\d+)`)
+	deadline := time.Now().Add(60 * time.Second)
+	var pid int
+	for time.Now().Before(deadline) {
+		s := stderr.String()
+		if m := pidRe.FindStringSubmatch(s); m != nil && strings.Contains(s, "[shard 1] swarm: run ") {
+			pid, _ = strconv.Atoi(m[1])
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pid == 0 {
+		_ = cmd.Process.Kill()
+		t.Fatalf("shard 1 did not start:\n%s", stderr.String())
+	}
+	time.Sleep(time.Second)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("exit %v, want 3 (a child died)\n%s", err, stderr.String())
+	}
+	o := readProcesses(t, path)
+	if o.Verdict != "inconclusive" || !strings.Contains(o.Reason, "shard 1") || !strings.Contains(o.Reason, "died") {
+		t.Errorf("verdict %s (%s), want inconclusive naming the dead shard 1", o.Verdict, o.Reason)
+	}
 }
