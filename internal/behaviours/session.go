@@ -105,7 +105,8 @@ func (r *Runner) publish(ctx callCtx, u *user, conn bus.Conn, sr *verify.StreamR
 	} else {
 		sr.Result(seq, verify.PublishFailed, now)
 	}
-	if !stopping(ctx.call, err) {
+	if !stopping(ctx.call, err) && !stopped(ctx) {
+		// (a publish cut short by the stop is not the bus's failure)
 		u.shard.Record(op, d, bus.Classify(err))
 	}
 	return false

@@ -56,6 +56,10 @@ func TestJudge(t *testing.T) {
 	thin.Covered = 50
 	pending := full
 	pending.Pending = 1
+	cutShort := full
+	cutShort.PublishOK, cutShort.PublishUnknown = 98, 2
+	cutShortLost := cutShort
+	cutShortLost.OnTime, cutShortLost.Lost = 99, 1
 	tests := []struct {
 		name   string
 		c      Counts
@@ -66,6 +70,9 @@ func TestJudge(t *testing.T) {
 		{"complete pass", full, Evidence{}, Pass, ""},
 		{"interrupted pass", full, Evidence{Incomplete: "the run was interrupted"}, Inconclusive, "interrupted"},
 		{"interrupted fail stays fail", lost, Evidence{Incomplete: "the run was interrupted"}, Fail, "lost"},
+		{"interrupted: unknown outcomes at the stop", cutShort, Evidence{Incomplete: "the run was interrupted"}, Inconclusive, "availability is not judged"},
+		{"complete: unknown outcomes fail availability", cutShort, Evidence{}, Fail, "publish_availability"},
+		{"interrupted: lost and availability stays fail", cutShortLost, Evidence{Incomplete: "the run was interrupted"}, Fail, "lost"},
 		{"overloaded fail", lost, Evidence{Overloaded: "12 of 100 sends late"}, Inconclusive, "overloaded"},
 		{"overloaded pass", full, Evidence{Overloaded: "12 of 100 sends late"}, Pass, ""},
 		{"overloaded corrupt stays fail", corrupt, Evidence{Overloaded: "x"}, Fail, "corrupt"},

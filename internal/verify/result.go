@@ -222,6 +222,11 @@ func (g Gates) Judge(c Counts, ev Evidence) (Verdict, string, []Gate) {
 	v, reason, gates := g.Evaluate(c)
 	hard := c.Unexpected+c.Corrupt > 0
 	switch {
+	case v == Fail && !hard && ev.Incomplete != "" && onlyAvailability(gates):
+		// Publishes in flight when the run was cut short have unknown
+		// outcomes by construction: an interrupted run cannot judge
+		// availability, only what it counted as final (lost, slow, duplicates).
+		return Inconclusive, ev.Incomplete + "; publish availability is not judged on an incomplete run (" + reason + ")", gates
 	case v == Fail && !hard && ev.Overloaded != "":
 		return Inconclusive, "the generator was overloaded (" + ev.Overloaded + "); " + reason, gates
 	case v == Pass && ev.Incomplete != "":
@@ -230,6 +235,21 @@ func (g Gates) Judge(c Counts, ev Evidence) (Verdict, string, []Gate) {
 		return Inconclusive, ev.Incomplete + "; " + reason, gates
 	}
 	return v, reason, gates
+}
+
+// onlyAvailability reports whether publish_availability is the one failed
+// gate that decides a verdict (coverage only makes a run inconclusive).
+func onlyAvailability(gates []Gate) bool {
+	n := 0
+	for _, gt := range gates {
+		if !gt.Pass && gt.Name != "coverage" {
+			if gt.Name != "publish_availability" {
+				return false
+			}
+			n++
+		}
+	}
+	return n == 1
 }
 
 // Coverage is c.Covered/c.PublishAttempted (0 when nothing was attempted).
