@@ -313,6 +313,15 @@ type checkedValue struct {
 	check func(string) error
 }
 
+// String is safe on the zero checkedValue: the flag package makes one to
+// decide whether a default is worth printing in -help.
+func (v checkedValue) String() string {
+	if v.Getter == nil {
+		return ""
+	}
+	return v.Getter.String()
+}
+
 func (v checkedValue) Set(s string) error {
 	if err := v.check(s); err != nil {
 		return err

@@ -471,3 +471,25 @@ func killChild(t *testing.T, args []string) {
 		t.Errorf("verdict %s (%s), want inconclusive naming the dead shard 1", o.Verdict, o.Reason)
 	}
 }
+
+// TestHelp: -help of every command exits 0 and prints every flag's usage
+// without a panic (the flag package calls String on a zero flag.Value to
+// decide whether to print a default).
+func TestHelp(t *testing.T) {
+	for _, c := range []struct {
+		prog string
+		args []string
+		flag string // a flag the help must describe
+	}{
+		{"probe", []string{"--help"}, "-mqtt-linger"},
+		{"swarm", []string{"--help"}, "-spawn-rate"},
+		{"swarm", []string{"merge", "--help"}, "-min-coverage"},
+		{"localbus", []string{"--help"}, "-mqtt"},
+	} {
+		r := execute(t, c.prog, c.args, 0)
+		out := r.stdout + r.stderr
+		if r.code != 0 || strings.Contains(out, "panic") || !strings.Contains(out, c.flag) {
+			t.Errorf("%s %s: exit %d, want 0, usage naming %s and no panic:\n%s", c.prog, strings.Join(c.args, " "), r.code, c.flag, out)
+		}
+	}
+}
