@@ -52,6 +52,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.cfg.Streams, "streams", 1, "publishing streams (topics)")
 	fs.IntVar(&o.cfg.Subscribers, "subscribers", 2, "subscribers per stream (fan-out); each subscribes to every stream")
 	fs.IntVar(&o.cfg.PayloadSize, "payload-size", 256, "bytes per message (at least the stamp size)")
+	fs.DurationVar(&o.cfg.Tick, "send-tick", time.Millisecond, "MQTT: messages due within this leave together, one write per stream (at most this much later than intended; latency counts from the intended time); 0 = each message at its own time, one write each")
 	fs.StringVar(&o.cfg.TopicPrefix, "topic-prefix", "eventswarm.probe", "topics are <prefix>.<run id>.<stream>")
 	fs.DurationVar(&o.cfg.Ledger.Window, "window", time.Minute, "window length for per-window results")
 	fs.DurationVar(&o.cfg.BarrierTimeout, "barrier-timeout", 15*time.Second, "how long subscribers may take to receive the first readiness marker")

@@ -87,6 +87,23 @@ type Handler interface {
 }
 
 // Conn is one simulated user's (or probe subscriber's) connection to a bus.
+// Pending is a publish handed to a Batcher, waiting for its outcome.
+type Pending interface {
+	// Done reports, without blocking, whether the outcome is known.
+	Done() bool
+	// Wait returns the outcome, as Conn.Publish would; call it exactly once,
+	// and use the Pending no more after it.
+	Wait() error
+}
+
+// Batcher is a Conn that can queue publishes and write every queued one at
+// once (MQTT): a paced sender hands over all that is due in a tick and
+// flushes once, one write per tick instead of one per message.
+type Batcher interface {
+	Enqueue(ctx context.Context, topic string, payload []byte) Pending
+	Flush()
+}
+
 type Conn interface {
 	// Publish sends payload to topic. It returns nil only when the bus accepted it
 	// (QoS 1: PUBACK, QoS 2: PUBCOMP, QoS 0: written; HTTP: 2xx). An error wrapping

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -209,6 +210,25 @@ func TestHotPathAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("decode: %v allocs/op, want 0", n)
+	}
+	// A subscriber to many streams (probe: one per stream) gets each topic's
+	// string from the cache, whatever order the topics come in.
+	var topics [][]byte
+	for i := range 40 {
+		topics = append(topics, []byte("eventswarm.probe.run."+strconv.Itoa(i)))
+	}
+	for _, b := range topics {
+		e.topicString(b)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(1000, func() {
+		b := topics[i%len(topics)]
+		if e.topicString(b) != string(b) {
+			t.Fatal("topic")
+		}
+		i += 7
+	}); n != 0 {
+		t.Errorf("topicString over %d topics: %v allocs/op, want 0", len(topics), n)
 	}
 }
 

@@ -430,19 +430,42 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte) error 
 // before PublishAsync returns (it is copied into the write queue). In steady
 // state neither allocates.
 func (c *Conn) PublishAsync(ctx context.Context, topic string, payload []byte) (wait func() error) {
+	return c.enqueue(ctx, topic, payload, false).fn
+}
+
+// Enqueue is PublishAsync for a caller that batches: the publish is queued
+// but not written (unless 16 KiB are already queued) until Flush, so that
+// every publish due at one moment leaves in one write. Its outcome is polled
+// with Done and taken with Wait, exactly once. It never waits for a packet ID
+// when the caller keeps fewer publishes in flight than the broker's window.
+// ctx bounds only the wait for a packet ID and the wait for the outcome; the
+// outcome is unknown after PublishTimeout whatever ctx says. In steady state
+// it allocates nothing.
+func (c *Conn) Enqueue(ctx context.Context, topic string, payload []byte) bus.Pending {
+	return c.enqueue(ctx, topic, payload, true)
+}
+
+// Flush writes what Enqueue queued (unless another goroutine is writing it).
+func (c *Conn) Flush() {
+	if ep := c.cur.Load(); ep != nil {
+		ep.flushPending()
+	}
+}
+
+func (c *Conn) enqueue(ctx context.Context, topic string, payload []byte, hold bool) *pub {
 	p := c.client.getPub()
 	p.c, p.ctx, p.start = c, ctx, time.Now()
 	if err := ctx.Err(); err != nil {
 		p.early = fmt.Errorf("mqtt: publish: %w", err)
-		return p.fn
+		return p
 	}
 	ep := c.cur.Load()
 	if ep == nil {
 		p.early = ErrNotConnected
-		return p.fn
+		return p
 	}
-	p.early = ep.send(p, topic, payload)
-	return p.fn
+	p.early = ep.send(p, topic, payload, hold)
+	return p
 }
 
 // Subscribe subscribes to topics in one SUBSCRIBE packet at the Client's QoS

@@ -33,8 +33,7 @@ type epoch struct {
 	conn net.Conn
 	rd   *reader // the reader goroutine's only
 
-	topics [4]string // recent delivery topics, so a topic string is not allocated per message
-	tnext  int
+	topics map[string]string // delivery topics seen, so a topic string is not allocated per message
 
 	mu        sync.Mutex
 	cond      sync.Cond // QoS 0 waiters: written advanced or werr set
@@ -232,7 +231,7 @@ func (e *epoch) popDone() {
 
 // send queues one PUBLISH of p and writes it unless another goroutine is
 // writing. It returns an error only when nothing was sent.
-func (e *epoch) send(p *pub, topic string, payload []byte) error {
+func (e *epoch) send(p *pub, topic string, payload []byte, hold bool) error {
 	cfg := &e.c.client.cfg
 	qos := cfg.QoS
 	if len(topic) > 65535 {
@@ -267,6 +266,10 @@ func (e *epoch) send(p *pub, topic string, payload []byte) error {
 	e.wbuf = appendPublish(e.wbuf, topic, payload, qos, false, false, id)
 	e.queued += uint64(len(e.wbuf) - before)
 	p.end = e.queued
+	if hold && len(e.wbuf) < lingerMax {
+		e.mu.Unlock()
+		return nil // the caller's Flush writes it
+	}
 	e.flushSoon()
 	e.mu.Unlock()
 	return nil
@@ -438,18 +441,21 @@ func (e *epoch) fail() {
 	e.c.client.keeper.remove(e)
 }
 
-// topicString returns b as a string, from a small cache of recent topics.
+// topicString returns b as a string, from a cache of the topics seen (at
+// most maxTopicCache; a subscriber to more topics starts it afresh when full).
 func (e *epoch) topicString(b []byte) string {
-	for _, t := range e.topics {
-		if t == string(b) {
-			return t
-		}
+	if t, ok := e.topics[string(b)]; ok { // no allocation for the lookup
+		return t
+	}
+	if e.topics == nil || len(e.topics) >= maxTopicCache {
+		e.topics = make(map[string]string, 16)
 	}
 	s := string(b)
-	e.topics[e.tnext] = s
-	e.tnext = (e.tnext + 1) % len(e.topics)
+	e.topics[s] = s
 	return s
 }
+
+const maxTopicCache = 1024
 
 // Publish states.
 const (
@@ -489,6 +495,26 @@ func newPub() any {
 	p.fn = p.wait
 	return p
 }
+
+// Done reports, without blocking, whether p's outcome is known, so that Wait
+// returns at once (see Conn.Enqueue).
+func (p *pub) Done() bool {
+	if p.early != nil || p.e == nil {
+		return true
+	}
+	if p.qos > 0 {
+		return len(p.done) > 0
+	}
+	e := p.e
+	e.mu.Lock()
+	d := e.written >= p.end || e.werr != nil
+	e.mu.Unlock()
+	return d
+}
+
+// Wait waits for p's outcome, as the function PublishAsync returns does; p
+// must not be used after it.
+func (p *pub) Wait() error { return p.wait() }
 
 // wait is the function PublishAsync returns.
 func (p *pub) wait() error {

@@ -26,15 +26,19 @@ func TestStreamsLeaveInOrder(t *testing.T) {
 	cases := []struct {
 		name string
 		tc   target.Config
+		tick time.Duration
 	}{
-		{"mqtt/qos=0", target.Config{Embedded: target.MQTT, QoS: 0}},
-		{"mqtt/qos=1", target.Config{Embedded: target.MQTT, QoS: 1}},
-		{"http", target.Config{Embedded: target.HTTP, Bus: localbus.Config{Hold: 2 * time.Second}}},
+		{"mqtt/qos=0", target.Config{Embedded: target.MQTT, QoS: 0}, 0},
+		{"mqtt/qos=1", target.Config{Embedded: target.MQTT, QoS: 1}, 0},
+		{"mqtt/qos=0/send-tick=1ms", target.Config{Embedded: target.MQTT, QoS: 0}, time.Millisecond},
+		{"mqtt/qos=1/send-tick=1ms", target.Config{Embedded: target.MQTT, QoS: 1}, time.Millisecond},
+		{"http", target.Config{Embedded: target.HTTP, Bus: localbus.Config{Hold: 2 * time.Second}}, 0},
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := fastConfig()
+			cfg.Tick = tt.tick
 			cfg.Duration, cfg.Rate, cfg.InFlight = 2*time.Second, 400, 8
 			// Generous bounds: a delivery held up by the machine's load
 			// is slow, not lost, and still counted for its order.
@@ -223,12 +227,16 @@ func (p *pauseProxy) close() {
 // overloaded, and the verdict is decided by the deliveries — here the drops
 // the bus injects, counted exactly, make it fail.
 func TestBusBackpressureIsNotProbeOverload(t *testing.T) {
-	for _, drop := range []float64{0, 0.03} {
+	for _, tc := range []struct {
+		drop float64
+		tick time.Duration
+	}{{0, 0}, {0.03, 0}, {0, time.Millisecond}, {0.03, time.Millisecond}} {
+		drop := tc.drop
 		name := "no-drops"
 		if drop > 0 {
 			name = "drops"
 		}
-		t.Run(name, func(t *testing.T) {
+		t.Run(name+"/send-tick="+tc.tick.String(), func(t *testing.T) {
 			t.Parallel()
 			faults := localbus.Faults{Seed: 11, Drop: drop, Skip: verify.IsMarker}
 			lb, err := localbus.Start(localbus.Config{HTTPAddr: localbus.Disabled, Faults: faults})
@@ -249,6 +257,7 @@ func TestBusBackpressureIsNotProbeOverload(t *testing.T) {
 			}
 			cfg := fastConfig()
 			cfg.Duration, cfg.Rate, cfg.InFlight = 3*time.Second, 100, 4
+			cfg.Tick = tc.tick
 			cfg.ResubscribeOnConnect = true
 			// The stall (1s) stays far inside the bounds: the messages it
 			// holds up are on time, so only the drops can fail the run.

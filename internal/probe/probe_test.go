@@ -36,6 +36,16 @@ func fastConfig() probe.Config {
 	}
 }
 
+// senders are the probe's two ways of pacing: each message at its own time
+// (one write each), and batched per tick (MQTT: what is due in a tick leaves
+// in one write per stream). Long-poll always sends each at its time.
+func senders(proto string) []time.Duration {
+	if proto == target.MQTT {
+		return []time.Duration{0, time.Millisecond}
+	}
+	return []time.Duration{0}
+}
+
 func runProbe(t *testing.T, tc target.Config, cfg probe.Config) (probe.Outcome, *target.Target) {
 	t.Helper()
 	tgt, err := target.Open(tc)
@@ -90,48 +100,51 @@ func TestEmbeddedNoFaults(t *testing.T) {
 // injected counts.
 func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
 	for _, proto := range []string{target.HTTP, target.MQTT} {
-		t.Run("protocol="+proto, func(t *testing.T) {
-			t.Parallel()
-			cfg := fastConfig()
-			// Bounds far from every injected delay and from what a loaded
-			// machine adds to an undelayed delivery (the faults decide the
-			// split, not the machine): on time ≤ 2s < 4s delay (slow) ≤ 6s
-			// lost-after < 7s delay (lost and late) < 9s drain end.
-			cfg.Ledger.Latency, cfg.Ledger.LostAfter, cfg.Ledger.Grace = 2*time.Second, 6*time.Second, 3*time.Second
-			faults := localbus.Faults{
-				Seed: 7, Drop: 0.04, Duplicate: 0.05, Delay: 0.08,
-				Delays: []time.Duration{4 * time.Second, 7 * time.Second},
-				Skip:   verify.IsMarker,
-			}
-			out, tgt := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
-			inj := tgt.Embedded().Injected()
-			c := out.Counts
-			t.Logf("injected %+v; counts %+v", inj, c)
-			if inj.Dropped == 0 || inj.Duplicated == 0 || inj.Delayed[0] == 0 || inj.Delayed[1] == 0 {
-				t.Fatalf("injected %+v: want every fault kind exercised", inj)
-			}
-			checks := []struct {
-				name      string
-				got, want uint64
-			}{
-				{"expected", c.Expected, inj.Deliveries},
-				{"lost", c.Lost, inj.Dropped + inj.Delayed[1]},
-				{"late", c.Late, inj.Delayed[1]},
-				{"slow", c.Slow, inj.Delayed[0]},
-				{"duplicates", c.Duplicates, inj.Duplicated},
-				{"on_time", c.OnTime, inj.Deliveries - inj.Dropped - inj.Delayed[0] - inj.Delayed[1]},
-				{"corrupt", c.Corrupt, 0},
-				{"unexpected", c.Unexpected, 0},
-			}
-			for _, ck := range checks {
-				if ck.got != ck.want {
-					t.Errorf("%s = %d, want %d", ck.name, ck.got, ck.want)
+		for _, tick := range senders(proto) {
+			t.Run("protocol="+proto+"/send-tick="+tick.String(), func(t *testing.T) {
+				t.Parallel()
+				cfg := fastConfig()
+				cfg.Tick = tick
+				// Bounds far from every injected delay and from what a loaded
+				// machine adds to an undelayed delivery (the faults decide the
+				// split, not the machine): on time ≤ 2s < 4s delay (slow) ≤ 6s
+				// lost-after < 7s delay (lost and late) < 9s drain end.
+				cfg.Ledger.Latency, cfg.Ledger.LostAfter, cfg.Ledger.Grace = 2*time.Second, 6*time.Second, 3*time.Second
+				faults := localbus.Faults{
+					Seed: 7, Drop: 0.04, Duplicate: 0.05, Delay: 0.08,
+					Delays: []time.Duration{4 * time.Second, 7 * time.Second},
+					Skip:   verify.IsMarker,
 				}
-			}
-			if out.Verdict != verify.Fail {
-				t.Errorf("verdict %s, want fail (losses and duplicates were injected)", out.Verdict)
-			}
-		})
+				out, tgt := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
+				inj := tgt.Embedded().Injected()
+				c := out.Counts
+				t.Logf("injected %+v; counts %+v", inj, c)
+				if inj.Dropped == 0 || inj.Duplicated == 0 || inj.Delayed[0] == 0 || inj.Delayed[1] == 0 {
+					t.Fatalf("injected %+v: want every fault kind exercised", inj)
+				}
+				checks := []struct {
+					name      string
+					got, want uint64
+				}{
+					{"expected", c.Expected, inj.Deliveries},
+					{"lost", c.Lost, inj.Dropped + inj.Delayed[1]},
+					{"late", c.Late, inj.Delayed[1]},
+					{"slow", c.Slow, inj.Delayed[0]},
+					{"duplicates", c.Duplicates, inj.Duplicated},
+					{"on_time", c.OnTime, inj.Deliveries - inj.Dropped - inj.Delayed[0] - inj.Delayed[1]},
+					{"corrupt", c.Corrupt, 0},
+					{"unexpected", c.Unexpected, 0},
+				}
+				for _, ck := range checks {
+					if ck.got != ck.want {
+						t.Errorf("%s = %d, want %d", ck.name, ck.got, ck.want)
+					}
+				}
+				if out.Verdict != verify.Fail {
+					t.Errorf("verdict %s, want fail (losses and duplicates were injected)", out.Verdict)
+				}
+			})
+		}
 	}
 }
 
@@ -156,12 +169,15 @@ func TestMosquittoNoFaults(t *testing.T) {
 		t.Skip("set EVENTSWARM_MOSQUITTO=127.0.0.1:18830 after `bash .ci/services start` to run against Mosquitto")
 	}
 	for _, qos := range []int{0, 1, 2} {
-		t.Run("qos="+string(rune('0'+qos)), func(t *testing.T) {
-			cfg := fastConfig()
-			cfg.Ledger.Latency, cfg.Ledger.LostAfter = time.Second, 3*time.Second
-			out, _ := runProbe(t, target.Config{URL: "mqtt://" + addr, QoS: qos}, cfg)
-			realBusPasses(t, out)
-		})
+		for _, tick := range senders(target.MQTT) {
+			t.Run("qos="+string(rune('0'+qos))+"/send-tick="+tick.String(), func(t *testing.T) {
+				cfg := fastConfig()
+				cfg.Tick = tick
+				cfg.Ledger.Latency, cfg.Ledger.LostAfter = time.Second, 3*time.Second
+				out, _ := runProbe(t, target.Config{URL: "mqtt://" + addr, QoS: qos}, cfg)
+				realBusPasses(t, out)
+			})
+		}
 	}
 }
 

@@ -410,12 +410,19 @@ const lateSend = 100 * time.Millisecond
 // noteLag records one send's lag behind its intended time, in total and in the
 // window of its intended time (see markOverloaded).
 func (p *prober) noteLag(intended, lag int64) {
-	p.health.sends.Add(1)
-	late := lag > int64(lateSend)
-	if late {
-		p.health.lateSends.Add(1)
+	var late uint64
+	if lag > int64(lateSend) {
+		late = 1
 	}
-	idx := intended / int64(p.cfg.Ledger.Window)
+	p.noteLags(intended/int64(p.cfg.Ledger.Window), 1, late, lag)
+}
+
+// noteLags records sends of window idx, late of them late, the largest lag maxLag.
+func (p *prober) noteLags(idx int64, sends, late uint64, maxLag int64) {
+	p.health.sends.Add(sends)
+	if late > 0 {
+		p.health.lateSends.Add(late)
+	}
 	p.health.winMu.Lock()
 	if p.health.windows == nil {
 		p.health.windows = map[int64]*windowSends{}
@@ -425,14 +432,12 @@ func (p *prober) noteLag(intended, lag int64) {
 		ws = &windowSends{}
 		p.health.windows[idx] = ws
 	}
-	ws.sends++
-	if late {
-		ws.late++
-	}
+	ws.sends += sends
+	ws.late += late
 	p.health.winMu.Unlock()
 	for {
 		cur := p.health.maxLag.Load()
-		if lag <= cur || p.health.maxLag.CompareAndSwap(cur, lag) {
+		if maxLag <= cur || p.health.maxLag.CompareAndSwap(cur, maxLag) {
 			return
 		}
 	}
