@@ -70,6 +70,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -104,6 +105,8 @@ type Client struct {
 	dialers []*net.Dialer // one per source address (or one with none)
 	next    atomic.Uint32 // round robin over dialers
 
+	wsHeader string // extra upgrade request header lines (ws)
+
 	keeper *keeper       // the one timer of all connections
 	tick   time.Duration // its period
 	pubs   sync.Pool     // *pub
@@ -123,6 +126,14 @@ func New(cfg Config) (*Client, error) {
 		cfg.Username, cfg.Password = ep.user, ep.password
 	}
 	c := &Client{cfg: cfg, ep: ep}
+	if ep.ws {
+		var b strings.Builder
+		b.WriteString("User-Agent: eventswarm\r\n")
+		for _, h := range cfg.Headers {
+			b.WriteString(h.Name + ": " + h.Value + "\r\n")
+		}
+		c.wsHeader = b.String()
+	}
 	c.tick = min(cfg.PublishTimeout, cfg.KeepAlive) / 10
 	c.tick = min(max(c.tick, 5*time.Millisecond), time.Second)
 	c.keeper = newKeeper(c.tick)
@@ -181,7 +192,7 @@ func (c *Client) open(ctx context.Context, d *net.Dialer) (conn net.Conn, stop f
 	raw := conn
 	stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	if c.tls == nil {
-		return conn, stop, nil
+		return c.upgrade(ctx, conn, stop)
 	}
 	tc := tls.Client(conn, c.tls)
 	_ = tc.SetDeadline(time.Now().Add(c.cfg.ConnectTimeout))
@@ -194,7 +205,26 @@ func (c *Client) open(ctx context.Context, d *net.Dialer) (conn net.Conn, stop f
 		return nil, nil, classifyTLS(c.ep.addr, err)
 	}
 	_ = tc.SetDeadline(time.Time{})
-	return tc, stop, nil
+	return c.upgrade(ctx, tc, stop)
+}
+
+// upgrade is open's last step for mqtt+ws(s): the WebSocket handshake.
+func (c *Client) upgrade(ctx context.Context, conn net.Conn, stop func() bool) (net.Conn, func() bool, error) {
+	if !c.ep.ws {
+		return conn, stop, nil
+	}
+	_ = conn.SetDeadline(time.Now().Add(c.cfg.ConnectTimeout))
+	wc, err := c.wsUpgrade(conn)
+	if err != nil {
+		stop()
+		_ = conn.Close()
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("mqtt: WebSocket upgrade at %s: %w", c.ep.shown, ctx.Err())
+		}
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return wc, stop, nil
 }
 
 // classifyTLS tells an untrusted certificate (ErrRefused: fix the CA or pass
@@ -333,7 +363,7 @@ func (e *closedError) Unwrap() []error { return []error{bus.ErrProtocol, e.err} 
 func describeBytes(b []byte) string {
 	switch {
 	case len(b) >= 4 && string(b[:4]) == "HTTP":
-		return "an HTTP response (is this an HTTP server? MQTT over websockets is not supported)"
+		return "an HTTP response (is this an HTTP server? for MQTT over WebSocket use mqtt+ws://host:port/mqtt)"
 	case len(b) >= 1 && b[0] == 0x15:
 		return "a TLS alert (is this a TLS port? use mqtts://)"
 	}
