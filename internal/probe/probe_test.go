@@ -57,7 +57,7 @@ func runProbe(t *testing.T, tc target.Config, cfg probe.Config) (probe.Outcome, 
 }
 
 func TestEmbeddedNoFaults(t *testing.T) {
-	for _, proto := range []string{target.HTTP, target.MQTT} {
+	for _, proto := range []string{target.HTTP, target.MQTT, target.MQTTWS} {
 		t.Run("protocol="+proto, func(t *testing.T) {
 			t.Parallel()
 			cfg := fastConfig()
@@ -89,7 +89,7 @@ func TestEmbeddedNoFaults(t *testing.T) {
 // on-time bound, some beyond lost-after) and the probe must report exactly the
 // injected counts.
 func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
-	for _, proto := range []string{target.HTTP, target.MQTT} {
+	for _, proto := range []string{target.HTTP, target.MQTT, target.MQTTWS} {
 		t.Run("protocol="+proto, func(t *testing.T) {
 			t.Parallel()
 			cfg := fastConfig()
@@ -136,16 +136,21 @@ func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
 }
 
 func TestEmbeddedCorruptFailsHard(t *testing.T) {
-	cfg := fastConfig()
-	cfg.Duration = time.Second
-	faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: verify.IsMarker}
-	out, tgt := runProbe(t, target.Config{Embedded: target.HTTP, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
-	inj := tgt.Embedded().Injected()
-	if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {
-		t.Fatalf("corrupt = %d, want %d injected (> 0)", out.Counts.Corrupt, inj.Corrupted)
-	}
-	if out.Verdict != verify.Fail {
-		t.Fatalf("verdict %s, want fail on corrupt payloads", out.Verdict)
+	for _, proto := range []string{target.HTTP, target.MQTTWS} {
+		t.Run("protocol="+proto, func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			cfg.Duration = time.Second
+			faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: verify.IsMarker}
+			out, tgt := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
+			inj := tgt.Embedded().Injected()
+			if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {
+				t.Fatalf("corrupt = %d, want %d injected (> 0)", out.Counts.Corrupt, inj.Corrupted)
+			}
+			if out.Verdict != verify.Fail {
+				t.Fatalf("verdict %s, want fail on corrupt payloads", out.Verdict)
+			}
+		})
 	}
 }
 
@@ -160,6 +165,23 @@ func TestMosquittoNoFaults(t *testing.T) {
 			cfg := fastConfig()
 			cfg.Ledger.Latency, cfg.Ledger.LostAfter = time.Second, 3*time.Second
 			out, _ := runProbe(t, target.Config{URL: "mqtt://" + addr, QoS: qos}, cfg)
+			realBusPasses(t, out)
+		})
+	}
+}
+
+// TestMosquittoWSNoFaults is TestMosquittoNoFaults over Mosquitto's
+// websockets listener (mqtt+ws://).
+func TestMosquittoWSNoFaults(t *testing.T) {
+	addr := os.Getenv("EVENTSWARM_MOSQUITTO_WS")
+	if addr == "" {
+		t.Skip("set EVENTSWARM_MOSQUITTO_WS (eval \"$(bash .ci/services env)\" after `bash .ci/services start`) to run against Mosquitto over WebSocket")
+	}
+	for _, qos := range []int{0, 1, 2} {
+		t.Run("qos="+string(rune('0'+qos)), func(t *testing.T) {
+			cfg := fastConfig()
+			cfg.Ledger.Latency, cfg.Ledger.LostAfter = time.Second, 3*time.Second
+			out, _ := runProbe(t, target.Config{URL: "mqtt+ws://" + addr + "/mqtt", QoS: qos}, cfg)
 			realBusPasses(t, out)
 		})
 	}
