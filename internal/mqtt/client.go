@@ -202,7 +202,7 @@ func (c *Client) open(ctx context.Context, d *net.Dialer) (conn net.Conn, stop f
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("mqtt: TLS handshake with %s: %w", c.ep.addr, ctx.Err())
 		}
-		return nil, nil, classifyTLS(c.ep.addr, err)
+		return nil, nil, classifyTLS(c.ep.addr, c.ep.ws, err)
 	}
 	_ = tc.SetDeadline(time.Time{})
 	return c.upgrade(ctx, tc, stop)
@@ -229,7 +229,11 @@ func (c *Client) upgrade(ctx context.Context, conn net.Conn, stop func() bool) (
 
 // classifyTLS tells an untrusted certificate (ErrRefused: fix the CA or pass
 // --insecure) from a peer that does not speak TLS (ErrProtocol).
-func classifyTLS(addr string, err error) error {
+func classifyTLS(addr string, ws bool, err error) error {
+	plain := "mqtt://"
+	if ws {
+		plain = "mqtt+ws://"
+	}
 	var (
 		cv  *tls.CertificateVerificationError
 		ua  x509.UnknownAuthorityError
@@ -243,7 +247,7 @@ func classifyTLS(addr string, err error) error {
 	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
 		return fmt.Errorf("mqtt: TLS with %s: certificate not trusted (give --ca-file, or --insecure to skip verification): %w: %w", addr, bus.ErrRefused, err)
 	case errors.As(err, &rh):
-		return fmt.Errorf("mqtt: TLS with %s: the peer does not speak TLS (use mqtt:// for plain MQTT?): %w: %w", addr, bus.ErrProtocol, err)
+		return fmt.Errorf("mqtt: TLS with %s: the peer does not speak TLS (use %s without TLS?): %w: %w", addr, plain, bus.ErrProtocol, err)
 	case errors.As(err, &alt):
 		return fmt.Errorf("mqtt: TLS with %s: handshake refused by the peer: %w: %w", addr, bus.ErrProtocol, err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):

@@ -49,8 +49,28 @@ func wsFrameLimit(maxPacket int) int64 {
 	return int64(max(maxPacket+5, 1<<20))
 }
 
+// ErrWebSocketUpgrade marks a WebSocket upgrade the server did not grant
+// (an HTTP status other than 101, the mqtt subprotocol not chosen, not an
+// HTTP server); errors wrapping it also wrap the bus class (bus.ErrProtocol,
+// or bus.ErrRefused for 401 and 403).
+var ErrWebSocketUpgrade = errors.New("mqtt: WebSocket upgrade failed")
+
+// upgradeError is a wsUpgrade error: its own message, and ErrWebSocketUpgrade.
+type upgradeError struct{ err error }
+
+func (e upgradeError) Error() string   { return e.err.Error() }
+func (e upgradeError) Unwrap() []error { return []error{e.err, ErrWebSocketUpgrade} }
+
 // wsUpgrade does the WebSocket handshake on nc and returns the MQTT stream.
 func (c *Client) wsUpgrade(nc net.Conn) (net.Conn, error) {
+	wc, err := c.wsHandshake(nc)
+	if err != nil {
+		return nil, upgradeError{err}
+	}
+	return wc, nil
+}
+
+func (c *Client) wsHandshake(nc net.Conn) (net.Conn, error) {
 	u := &url.URL{Scheme: "ws", Host: c.ep.hostHdr, Path: c.ep.path, RawPath: c.ep.rawPath, RawQuery: c.ep.query}
 	if c.ep.tls {
 		u.Scheme = "wss"
@@ -79,7 +99,7 @@ func (c *Client) wsUpgrade(nc net.Conn) (net.Conn, error) {
 		if status == 401 || status == 403 {
 			code = bus.ErrRefused
 		}
-		return nil, fmt.Errorf("mqtt: WebSocket upgrade at %s: HTTP %d %s%s: %w: %w", where, status, reason, hint, code, &bus.StatusError{Status: status})
+		return nil, fmt.Errorf("mqtt: WebSocket upgrade at %s: HTTP %d %s%s: %w%w", where, status, reason, hint, code, silent{&bus.StatusError{Status: status}})
 	case err != nil && lr.N <= 0:
 		return nil, fmt.Errorf("mqtt: WebSocket upgrade at %s: response longer than %d bytes: %w", where, maxHandshake, bus.ErrProtocol)
 	case err != nil && errors.Is(err, ws.ErrHandshakeBadSubProtocol):
@@ -110,6 +130,12 @@ func (c *Client) wsUpgrade(nc net.Conn) (net.Conn, error) {
 	}
 	return newWSConn(nc, src, wsFrameLimit(c.cfg.MaxPacketSize)), nil
 }
+
+// silent wraps an error without adding to the message.
+type silent struct{ err error }
+
+func (s silent) Error() string { return "" }
+func (s silent) Unwrap() error { return s.err }
 
 // wsLimited bounds the handshake's reads (gobwas/ws does not bound the length
 // of a response line itself).
