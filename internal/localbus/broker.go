@@ -55,7 +55,7 @@ type faultHook struct {
 	b      *Bus
 	srv    *mqtt.Server
 	addr   string
-	wsAddr string // the WebSocket listener's, "" if none
+	wsAddr string  // the WebSocket listener's, "" if none
 	faults *Faults // nil: no faults configured
 
 	mu      sync.Mutex
