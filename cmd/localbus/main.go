@@ -1,5 +1,6 @@
 // Command localbus runs eventswarm's embedded bus on its own: a long-poll
-// server speaking Nchan's protocol and an MQTT broker, on loopback by default.
+// server speaking Nchan's protocol and an MQTT broker (also over WebSocket
+// with --mqtt-ws), on loopback by default.
 // Use it to measure probe or swarm without the bus in the same process, or to
 // hold more sockets than one process may open. It runs until SIGINT/SIGTERM
 // (a second one exits at once with 130); exit codes as probe's: 2 for a usage
@@ -29,8 +30,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	fs := flag.NewFlagSet("localbus", flag.ContinueOnError)
 	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "long-poll listen address (- disables)")
 	fs.StringVar(&cfg.MQTTAddr, "mqtt", "127.0.0.1:1883", "MQTT listen address (- disables)")
+	fs.StringVar(&cfg.MQTTWSAddr, "mqtt-ws", "-", "MQTT over WebSocket listen address, served at /mqtt (- disables)")
 	fs.DurationVar(&cfg.Hold, "hold", 25*time.Second, "long-poll hold before 408")
-	err := cli.ParseArgs(fs, "localbus", "Runs the embedded bus (Nchan-protocol long-poll and MQTT) until SIGINT/SIGTERM.", args, stdout, stderr)
+	err := cli.ParseArgs(fs, "localbus", "Runs the embedded bus (Nchan-protocol long-poll, MQTT, MQTT over WebSocket) until SIGINT/SIGTERM.", args, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return cli.ExitPass
 	}
@@ -53,6 +55,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	}
 	if cfg.MQTTAddr != "-" {
 		fmt.Fprintf(stderr, "localbus: MQTT on mqtt://%s\n", b.MQTTAddr())
+	}
+	if a := b.MQTTWSAddr(); a != "" {
+		fmt.Fprintf(stderr, "localbus: MQTT over WebSocket on mqtt+ws://%s%s\n", a, localbus.WSPath)
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -140,12 +140,7 @@ func runProcesses(ctx context.Context, o *options, stdout, stderr io.Writer, han
 			return cli.ExitCouldNotRun
 		}
 		defer tgt.Close()
-		lb := tgt.Embedded()
-		if tgt.Protocol() == target.MQTT {
-			targets = []string{"mqtt://" + lb.MQTTAddr()}
-		} else {
-			targets = []string{lb.HTTPURL()}
-		}
+		targets = []string{tgt.URL()}
 		fmt.Fprintf(stderr, "swarm: %s for %d processes\n", tgt.Describe(), n)
 	}
 	startAt := o.StartAt

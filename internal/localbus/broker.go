@@ -55,6 +55,7 @@ type faultHook struct {
 	b      *Bus
 	srv    *mqtt.Server
 	addr   string
+	wsAddr string  // the WebSocket listener's, "" if none
 	faults *Faults // nil: no faults configured
 
 	mu      sync.Mutex
@@ -88,6 +89,14 @@ func (b *Bus) startMQTT() error {
 		return fmt.Errorf("localbus: mqtt listen: %w", err)
 	}
 	h.addr = ln.Address()
+	if a := b.cfg.MQTTWSAddr; a != "" && a != Disabled {
+		wl := newWSListener(a)
+		if err := srv.AddListener(wl); err != nil {
+			ln.Close(func(string) {})
+			return fmt.Errorf("localbus: mqtt websocket listen: %w", err)
+		}
+		h.wsAddr = wl.Address()
+	}
 	b.hook = h
 	if err := srv.Serve(); err != nil {
 		ln.Close(func(string) {})

@@ -54,6 +54,10 @@ type Config struct {
 	// MQTTAddr is the MQTT broker's listen address. Default "127.0.0.1:0"; "-"
 	// disables the broker.
 	MQTTAddr string
+	// MQTTWSAddr is the listen address of the broker's MQTT over WebSocket
+	// listener (GET /mqtt, subprotocol "mqtt"). Empty or "-" disables it (the
+	// default); "127.0.0.1:0" picks a port.
+	MQTTWSAddr string
 	// Hold is how long a long-poll request is held before 408. Default 25s.
 	Hold time.Duration
 	// BufferLength is the number of messages kept per long-poll channel. Default 1000.
@@ -133,8 +137,11 @@ func (c Config) Validate() error {
 	if c.HTTPAddr == Disabled && c.MQTTAddr == Disabled {
 		errs = append(errs, errors.New("localbus: both HTTPAddr and MQTTAddr are disabled"))
 	}
-	for _, a := range []struct{ name, v string }{{"HTTPAddr", c.HTTPAddr}, {"MQTTAddr", c.MQTTAddr}} {
-		if a.v == Disabled {
+	if c.MQTTAddr == Disabled && c.MQTTWSAddr != "" && c.MQTTWSAddr != Disabled {
+		errs = append(errs, errors.New("localbus: MQTTWSAddr needs the broker (MQTTAddr is disabled)"))
+	}
+	for _, a := range []struct{ name, v string }{{"HTTPAddr", c.HTTPAddr}, {"MQTTAddr", c.MQTTAddr}, {"MQTTWSAddr", c.MQTTWSAddr}} {
+		if a.v == Disabled || a.v == "" {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(a.v); err != nil {
@@ -229,6 +236,15 @@ func (b *Bus) HTTPURL() string {
 		return ""
 	}
 	return "http://" + b.httpLn.Addr().String()
+}
+
+// MQTTWSAddr is the broker's WebSocket listener's address, "127.0.0.1:port",
+// or "" when it is disabled; its URL is mqtt+ws://<addr>/mqtt.
+func (b *Bus) MQTTWSAddr() string {
+	if b.hook == nil {
+		return ""
+	}
+	return b.hook.wsAddr
 }
 
 // MQTTAddr is the broker's address, "127.0.0.1:port", or "" when it is disabled.

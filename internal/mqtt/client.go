@@ -70,6 +70,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -104,6 +105,8 @@ type Client struct {
 	dialers []*net.Dialer // one per source address (or one with none)
 	next    atomic.Uint32 // round robin over dialers
 
+	wsHeader string // extra upgrade request header lines (ws)
+
 	keeper *keeper       // the one timer of all connections
 	tick   time.Duration // its period
 	pubs   sync.Pool     // *pub
@@ -123,6 +126,14 @@ func New(cfg Config) (*Client, error) {
 		cfg.Username, cfg.Password = ep.user, ep.password
 	}
 	c := &Client{cfg: cfg, ep: ep}
+	if ep.ws {
+		var b strings.Builder
+		b.WriteString("User-Agent: eventswarm\r\n")
+		for _, h := range cfg.Headers {
+			b.WriteString(h.Name + ": " + h.Value + "\r\n")
+		}
+		c.wsHeader = b.String()
+	}
 	c.tick = min(cfg.PublishTimeout, cfg.KeepAlive) / 10
 	c.tick = min(max(c.tick, 5*time.Millisecond), time.Second)
 	c.keeper = newKeeper(c.tick)
@@ -181,7 +192,7 @@ func (c *Client) open(ctx context.Context, d *net.Dialer) (conn net.Conn, stop f
 	raw := conn
 	stop = context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	if c.tls == nil {
-		return conn, stop, nil
+		return c.upgrade(ctx, conn, stop)
 	}
 	tc := tls.Client(conn, c.tls)
 	_ = tc.SetDeadline(time.Now().Add(c.cfg.ConnectTimeout))
@@ -191,15 +202,38 @@ func (c *Client) open(ctx context.Context, d *net.Dialer) (conn net.Conn, stop f
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("mqtt: TLS handshake with %s: %w", c.ep.addr, ctx.Err())
 		}
-		return nil, nil, classifyTLS(c.ep.addr, err)
+		return nil, nil, classifyTLS(c.ep.addr, c.ep.ws, err)
 	}
 	_ = tc.SetDeadline(time.Time{})
-	return tc, stop, nil
+	return c.upgrade(ctx, tc, stop)
+}
+
+// upgrade is open's last step for mqtt+ws(s): the WebSocket handshake.
+func (c *Client) upgrade(ctx context.Context, conn net.Conn, stop func() bool) (net.Conn, func() bool, error) {
+	if !c.ep.ws {
+		return conn, stop, nil
+	}
+	_ = conn.SetDeadline(time.Now().Add(c.cfg.ConnectTimeout))
+	wc, err := c.wsUpgrade(conn)
+	if err != nil {
+		stop()
+		_ = conn.Close()
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("mqtt: WebSocket upgrade at %s: %w", c.ep.shown, ctx.Err())
+		}
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return wc, stop, nil
 }
 
 // classifyTLS tells an untrusted certificate (ErrRefused: fix the CA or pass
 // --insecure) from a peer that does not speak TLS (ErrProtocol).
-func classifyTLS(addr string, err error) error {
+func classifyTLS(addr string, ws bool, err error) error {
+	plain := "mqtt://"
+	if ws {
+		plain = "mqtt+ws://"
+	}
 	var (
 		cv  *tls.CertificateVerificationError
 		ua  x509.UnknownAuthorityError
@@ -213,7 +247,7 @@ func classifyTLS(addr string, err error) error {
 	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
 		return fmt.Errorf("mqtt: TLS with %s: certificate not trusted (give --ca-file, or --insecure to skip verification): %w: %w", addr, bus.ErrRefused, err)
 	case errors.As(err, &rh):
-		return fmt.Errorf("mqtt: TLS with %s: the peer does not speak TLS (use mqtt:// for plain MQTT?): %w: %w", addr, bus.ErrProtocol, err)
+		return fmt.Errorf("mqtt: TLS with %s: the peer does not speak TLS (use %s without TLS?): %w: %w", addr, plain, bus.ErrProtocol, err)
 	case errors.As(err, &alt):
 		return fmt.Errorf("mqtt: TLS with %s: handshake refused by the peer: %w: %w", addr, bus.ErrProtocol, err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
@@ -333,7 +367,7 @@ func (e *closedError) Unwrap() []error { return []error{bus.ErrProtocol, e.err} 
 func describeBytes(b []byte) string {
 	switch {
 	case len(b) >= 4 && string(b[:4]) == "HTTP":
-		return "an HTTP response (is this an HTTP server? MQTT over websockets is not supported)"
+		return "an HTTP response (is this an HTTP server? for MQTT over WebSocket use mqtt+ws://host:port/mqtt)"
 	case len(b) >= 1 && b[0] == 0x15:
 		return "a TLS alert (is this a TLS port? use mqtts://)"
 	}

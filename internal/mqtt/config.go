@@ -38,9 +38,14 @@ func MaxPacketFor(payload int) int {
 type Config struct {
 	// URL names the broker: mqtt://host[:port] (default port 1883) or
 	// mqtts://host[:port] (TLS, default port 8883); tcp:// is an alias of
-	// mqtt://, ssl:// and tls:// of mqtts://. User info in the URL
-	// (mqtt://user:pass@host) is used when Username is empty.
+	// mqtt://, ssl:// and tls:// of mqtts://. mqtt+ws://host[:port][/path]
+	// (default port 80, path /mqtt) and mqtt+wss://… (TLS, default port 443)
+	// are MQTT over WebSocket. User info in the URL (mqtt://user:pass@host)
+	// is used when Username is empty.
 	URL string
+	// Headers are extra request headers of the WebSocket upgrade (mqtt+ws,
+	// mqtt+wss only); their values are never shown.
+	Headers []Header
 	// QoS is used for every publish and subscribe: 0, 1 or 2. Zero means QoS 0
 	// only when QoSSet is true; otherwise the default 1.
 	QoS byte
@@ -97,6 +102,12 @@ type endpoint struct {
 	addr     string // host:port
 	host     string // for TLS ServerName
 	tls      bool
+	ws       bool   // MQTT over WebSocket (mqtt+ws, mqtt+wss)
+	path     string // the WebSocket request path (ws only)
+	rawPath  string // its encoding, when not the default one
+	query    string // and its query, raw
+	hostHdr  string // the Host header (ws only): host[:port] as in the URL
+	shown    string // the URL without its password, for messages
 	user     string
 	password string
 	userSet  bool
@@ -174,6 +185,14 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("mqtt: %w", err))
 		}
 	}
+	if ep, err := parseURL(c.URL); err == nil && !ep.ws && len(c.Headers) > 0 {
+		errs = append(errs, errors.New("mqtt: --header applies to HTTP requests: http(s) targets and the upgrade of mqtt+ws(s) targets, not mqtt://"))
+	}
+	for _, h := range c.Headers {
+		if h.Name == "" || strings.ContainsAny(h.Name, " \t\r\n:") || strings.ContainsAny(h.Value, "\r\n") {
+			errs = append(errs, fmt.Errorf("mqtt: header %q: a name without spaces or ':', and a value on one line", clipString(h.Name, 32)))
+		}
+	}
 	for _, s := range c.SourceAddrs {
 		if net.ParseIP(s) == nil {
 			errs = append(errs, fmt.Errorf("mqtt: source address %q is not an IP address", s))
@@ -204,14 +223,28 @@ func parseURL(raw string) (endpoint, error) {
 		port = "1883"
 	case "mqtts", "ssl", "tls":
 		port, ep.tls = "8883", true
+	case "mqtt+ws":
+		port, ep.ws = "80", true
+	case "mqtt+wss":
+		port, ep.ws, ep.tls = "443", true, true
 	default:
-		return endpoint{}, fmt.Errorf("mqtt: --target %q: scheme %q is not supported; use mqtt://host:1883 or mqtts://host:8883", shown, u.Scheme)
+		return endpoint{}, fmt.Errorf("mqtt: --target %q: scheme %q is not supported; use mqtt://host:1883, mqtts://host:8883, mqtt+ws://host:port/mqtt or mqtt+wss://host:port/mqtt", shown, u.Scheme)
 	}
+	ep.shown = shown
 	if u.Opaque != "" || u.Host == "" || u.Hostname() == "" {
 		return endpoint{}, fmt.Errorf("mqtt: --target %q has no host; use %s://host:%s", shown, strings.ToLower(u.Scheme), port)
 	}
-	if u.Path != "" && u.Path != "/" {
-		return endpoint{}, fmt.Errorf("mqtt: --target %q: MQTT URLs have no path (got %q)", shown, u.Path)
+	switch {
+	case ep.ws:
+		ep.path, ep.rawPath, ep.query = u.Path, u.RawPath, u.RawQuery
+		if ep.path == "" {
+			ep.path = DefaultWSPath
+		}
+		if u.Fragment != "" {
+			return endpoint{}, fmt.Errorf("mqtt: --target %q: a WebSocket URL has no #fragment", shown)
+		}
+	case u.Path != "" && u.Path != "/":
+		return endpoint{}, fmt.Errorf("mqtt: --target %q: MQTT URLs have no path (got %q; for MQTT over WebSocket use mqtt+ws://)", shown, u.Path)
 	}
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
@@ -224,6 +257,7 @@ func parseURL(raw string) (endpoint, error) {
 	}
 	ep.host = u.Hostname()
 	ep.addr = net.JoinHostPort(ep.host, port)
+	ep.hostHdr = u.Host
 	if u.User != nil {
 		ep.user = u.User.Username()
 		ep.password, _ = u.User.Password()

@@ -10,6 +10,13 @@ import (
 	"github.com/eventswarm/eventswarm/internal/localbus"
 )
 
+// wsConformanceDialer is conformanceDialer over WebSocket (path /mqtt).
+func wsConformanceDialer(t *testing.T, addr string) bus.Dialer {
+	return bus.DialerOf(newClient(t, Config{
+		URL: "mqtt+ws://" + addr + "/mqtt", QoS: 1, QoSSet: true, PublishTimeout: 10 * time.Minute, Backoff: fastBackoff,
+	}).Dial)
+}
+
 // conformanceDialer is what bustest.Transport asks for: QoS 1, quick
 // reconnects, and a publish timeout far beyond the suite's hang guard.
 func conformanceDialer(t *testing.T, addr string) bus.Dialer {
@@ -50,4 +57,24 @@ func TestConformanceLinger(t *testing.T) {
 			URL: "mqtt://" + addr, QoS: 1, QoSSet: true, PublishTimeout: 10 * time.Minute, Backoff: fastBackoff, Linger: time.Millisecond,
 		}).Dial)
 	}})
+}
+
+// TestConformanceWS runs the suite over WebSocket against the embedded broker.
+func TestConformanceWS(t *testing.T) {
+	lb, err := localbus.Start(localbus.Config{MQTTWSAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lb.Close() })
+	bustest.Run(t, bustest.Transport{Addr: lb.MQTTWSAddr(), Dialer: wsConformanceDialer})
+}
+
+// TestMosquittoConformanceWS runs the suite over Mosquitto's websockets
+// listener (EVENTSWARM_MOSQUITTO_WS).
+func TestMosquittoConformanceWS(t *testing.T) {
+	addr := os.Getenv("EVENTSWARM_MOSQUITTO_WS")
+	if addr == "" {
+		t.Skip("set EVENTSWARM_MOSQUITTO_WS=host:port (see .ci/services) to run against Mosquitto's websockets listener")
+	}
+	bustest.Run(t, bustest.Transport{Addr: addr, Dialer: wsConformanceDialer})
 }

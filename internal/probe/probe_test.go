@@ -40,8 +40,11 @@ func fastConfig() probe.Config {
 // (one write each), and batched per tick (MQTT: what is due in a tick leaves
 // in one write per stream). Long-poll always sends each at its time.
 func senders(proto string) []time.Duration {
-	if proto == target.MQTT {
+	switch proto {
+	case target.MQTT:
 		return []time.Duration{0, time.Millisecond}
+	case target.MQTTWS:
+		return []time.Duration{time.Millisecond} // probe's default
 	}
 	return []time.Duration{0}
 }
@@ -67,7 +70,7 @@ func runProbe(t *testing.T, tc target.Config, cfg probe.Config) (probe.Outcome, 
 }
 
 func TestEmbeddedNoFaults(t *testing.T) {
-	for _, proto := range []string{target.HTTP, target.MQTT} {
+	for _, proto := range []string{target.HTTP, target.MQTT, target.MQTTWS} {
 		t.Run("protocol="+proto, func(t *testing.T) {
 			t.Parallel()
 			cfg := fastConfig()
@@ -99,7 +102,7 @@ func TestEmbeddedNoFaults(t *testing.T) {
 // on-time bound, some beyond lost-after) and the probe must report exactly the
 // injected counts.
 func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
-	for _, proto := range []string{target.HTTP, target.MQTT} {
+	for _, proto := range []string{target.HTTP, target.MQTT, target.MQTTWS} {
 		for _, tick := range senders(proto) {
 			t.Run("protocol="+proto+"/send-tick="+tick.String(), func(t *testing.T) {
 				t.Parallel()
@@ -149,16 +152,21 @@ func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
 }
 
 func TestEmbeddedCorruptFailsHard(t *testing.T) {
-	cfg := fastConfig()
-	cfg.Duration = time.Second
-	faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: verify.IsMarker}
-	out, tgt := runProbe(t, target.Config{Embedded: target.HTTP, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
-	inj := tgt.Embedded().Injected()
-	if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {
-		t.Fatalf("corrupt = %d, want %d injected (> 0)", out.Counts.Corrupt, inj.Corrupted)
-	}
-	if out.Verdict != verify.Fail {
-		t.Fatalf("verdict %s, want fail on corrupt payloads", out.Verdict)
+	for _, proto := range []string{target.HTTP, target.MQTTWS} {
+		t.Run("protocol="+proto, func(t *testing.T) {
+			t.Parallel()
+			cfg := fastConfig()
+			cfg.Duration = time.Second
+			faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: verify.IsMarker}
+			out, tgt := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
+			inj := tgt.Embedded().Injected()
+			if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {
+				t.Fatalf("corrupt = %d, want %d injected (> 0)", out.Counts.Corrupt, inj.Corrupted)
+			}
+			if out.Verdict != verify.Fail {
+				t.Fatalf("verdict %s, want fail on corrupt payloads", out.Verdict)
+			}
+		})
 	}
 }
 
@@ -178,6 +186,24 @@ func TestMosquittoNoFaults(t *testing.T) {
 				realBusPasses(t, out)
 			})
 		}
+	}
+}
+
+// TestMosquittoWSNoFaults is TestMosquittoNoFaults over Mosquitto's
+// websockets listener (mqtt+ws://).
+func TestMosquittoWSNoFaults(t *testing.T) {
+	addr := os.Getenv("EVENTSWARM_MOSQUITTO_WS")
+	if addr == "" {
+		t.Skip("set EVENTSWARM_MOSQUITTO_WS (eval \"$(bash .ci/services env)\" after `bash .ci/services start`) to run against Mosquitto over WebSocket")
+	}
+	for _, qos := range []int{0, 1, 2} {
+		t.Run("qos="+string(rune('0'+qos)), func(t *testing.T) {
+			cfg := fastConfig()
+			cfg.Ledger.Latency, cfg.Ledger.LostAfter = time.Second, 3*time.Second
+			cfg.Tick = time.Millisecond // probe's default sender
+			out, _ := runProbe(t, target.Config{URL: "mqtt+ws://" + addr + "/mqtt", QoS: qos}, cfg)
+			realBusPasses(t, out)
+		})
 	}
 }
 

@@ -1,5 +1,5 @@
-// Package target turns a --target URL into a bus.Dialer: mqtt:// and mqtts://
-// use the mqtt transport, http:// and https:// the long-poll transport (Nchan's
+// Package target turns a --target URL into a bus.Dialer: mqtt://, mqtts://,
+// mqtt+ws:// and mqtt+wss:// (MQTT over WebSocket) use the mqtt transport, http:// and https:// the long-poll transport (Nchan's
 // protocol), and an empty URL starts the embedded bus (localbus) in-process on
 // loopback and dials it. It is the one place both commands share this wiring.
 package target
@@ -32,6 +32,9 @@ const (
 const (
 	HTTP = "http"
 	MQTT = "mqtt"
+	// MQTTWS is not a protocol but an --embedded choice: MQTT over
+	// WebSocket to the embedded broker (Protocol is MQTT).
+	MQTTWS = "mqtt+ws"
 )
 
 // Config names the bus and how to talk to it.
@@ -39,7 +42,8 @@ type Config struct {
 	// URL is mqtt://host:port, mqtts://host:port, http://host:port[/prefix] or
 	// https://…; empty means the embedded bus.
 	URL string
-	// Embedded is the protocol used against the embedded bus: "http" (default) or "mqtt".
+	// Embedded is the protocol used against the embedded bus: "http"
+	// (default), "mqtt" or "mqtt+ws" (MQTT over WebSocket).
 	Embedded string
 	// QoS for MQTT publish and subscribe (default 1).
 	QoS int
@@ -77,8 +81,11 @@ type Config struct {
 // Protocol is "http" or "mqtt": the protocol this config will speak.
 func (c Config) Protocol() string {
 	if c.URL == "" {
-		if c.Embedded == "" {
+		switch c.Embedded {
+		case "":
 			return HTTP
+		case MQTTWS:
+			return MQTT
 		}
 		return c.Embedded
 	}
@@ -87,12 +94,26 @@ func (c Config) Protocol() string {
 		return ""
 	}
 	switch strings.ToLower(u.Scheme) {
-	case "mqtt", "mqtts", "tcp", "ssl", "tls":
+	case "mqtt", "mqtts", "tcp", "ssl", "tls", "mqtt+ws", "mqtt+wss":
 		return MQTT
 	case "http", "https":
 		return HTTP
 	}
 	return ""
+}
+
+// WebSocket reports whether c speaks MQTT over WebSocket (mqtt+ws(s)://, or
+// --embedded mqtt+ws).
+func (c Config) WebSocket() bool {
+	if c.URL == "" {
+		return c.Embedded == MQTTWS
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return false
+	}
+	s := strings.ToLower(u.Scheme)
+	return s == "mqtt+ws" || s == "mqtt+wss"
 }
 
 // Streams reports whether c subscribes by a stream (WebSocket, EventSource):
@@ -110,11 +131,14 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("target: --target %q is not a URL: %v", c.URL, unwrapURL(err)))
 		case u.Host == "":
 			errs = append(errs, fmt.Errorf("target: --target %q has no host; use mqtt://host:1883 or http://host:port/", c.URL))
+		case strings.EqualFold(u.Scheme, "ws") || strings.EqualFold(u.Scheme, "wss"):
+			// Ambiguous: Nchan's WebSocket subscribers are ws:// too.
+			errs = append(errs, fmt.Errorf("target: --target scheme %q is ambiguous; use mqtt+%s:// for MQTT over WebSocket, or http(s):// with --subscribe-via websocket for Nchan", u.Scheme, strings.ToLower(u.Scheme)))
 		case c.Protocol() == "":
-			errs = append(errs, fmt.Errorf("target: --target scheme %q is not supported; use mqtt://, mqtts://, http:// or https://", u.Scheme))
+			errs = append(errs, fmt.Errorf("target: --target scheme %q is not supported; use mqtt://, mqtts://, mqtt+ws://, mqtt+wss://, http:// or https://", u.Scheme))
 		}
-	} else if c.Embedded != "" && c.Embedded != HTTP && c.Embedded != MQTT {
-		errs = append(errs, fmt.Errorf("target: --embedded must be http or mqtt, got %q", c.Embedded))
+	} else if c.Embedded != "" && c.Embedded != HTTP && c.Embedded != MQTT && c.Embedded != MQTTWS {
+		errs = append(errs, fmt.Errorf("target: --embedded must be http, mqtt or mqtt+ws, got %q", c.Embedded))
 	}
 	switch c.SubscribeVia {
 	case "", LongPoll, WebSocket, EventSource:
@@ -124,8 +148,8 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("target: --subscribe-via must be longpoll, websocket or eventsource, got %q", c.SubscribeVia))
 	}
-	if len(c.Headers) > 0 && c.Protocol() == MQTT {
-		errs = append(errs, errors.New("target: --header applies to http(s) (Nchan-protocol) targets, not MQTT"))
+	if len(c.Headers) > 0 && c.Protocol() == MQTT && !c.WebSocket() {
+		errs = append(errs, errors.New("target: --header applies to http(s) (Nchan-protocol) targets and the upgrade of mqtt+ws(s) targets, not to mqtt(s)://"))
 	}
 	for _, h := range c.Headers {
 		if err := longpoll.CheckHeader(h); err != nil {
@@ -161,6 +185,7 @@ type Target struct {
 	embedded *localbus.Bus
 	desc     string
 	protocol string
+	url      string
 }
 
 // Open prepares the target. For the embedded bus it starts localbus; for real
@@ -172,21 +197,28 @@ func Open(cfg Config) (*Target, error) {
 	t := &Target{protocol: cfg.Protocol()}
 	url := cfg.URL
 	if url == "" {
+		if cfg.Embedded == MQTTWS && cfg.Bus.MQTTWSAddr == "" {
+			cfg.Bus.MQTTWSAddr = localbus.DefaultAddr
+		}
 		lb, err := localbus.Start(cfg.Bus)
 		if err != nil {
 			return nil, fmt.Errorf("target: starting the embedded bus: %w", err)
 		}
 		t.embedded = lb
 		t.closers = append(t.closers, func() { lb.Close() })
-		if t.protocol == MQTT {
+		switch {
+		case cfg.Embedded == MQTTWS:
+			url = "mqtt+ws://" + lb.MQTTWSAddr() + localbus.WSPath
+		case t.protocol == MQTT:
 			url = "mqtt://" + lb.MQTTAddr()
-		} else {
+		default:
 			url = lb.HTTPURL()
 		}
 		t.desc = "embedded " + t.protocol + " bus at " + url
 	} else {
 		t.desc = redact(url)
 	}
+	t.url = url
 	qos := byte(1)
 	if cfg.QoS >= 0 && cfg.QoS <= 2 {
 		qos = byte(cfg.QoS)
@@ -196,11 +228,15 @@ func Open(cfg Config) (*Target, error) {
 	case MQTT:
 		var c *mqtt.Client
 		clean := !cfg.PersistentSession
+		var hs []mqtt.Header
+		for _, h := range cfg.Headers {
+			hs = append(hs, mqtt.Header{Name: h.Name, Value: h.Value})
+		}
 		c, err = mqtt.New(mqtt.Config{
 			URL: url, QoS: qos, QoSSet: true, Username: cfg.Username, Password: cfg.Password,
 			CAFile: cfg.CAFile, Insecure: cfg.Insecure, PublishTimeout: cfg.PublishTimeout,
 			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs, PayloadSize: cfg.PayloadSize,
-			Linger: cfg.MQTTLinger, CleanSession: &clean,
+			Linger: cfg.MQTTLinger, CleanSession: &clean, Headers: hs,
 		})
 		if err == nil {
 			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)
@@ -252,6 +288,9 @@ func (t *Target) Protocol() string { return t.protocol }
 
 // Embedded is the embedded bus, or nil for a real target.
 func (t *Target) Embedded() *localbus.Bus { return t.embedded }
+
+// URL is the URL dialled: --target, or the embedded bus's own.
+func (t *Target) URL() string { return t.url }
 
 // Describe names the target for humans, with any password removed.
 func (t *Target) Describe() string { return t.desc }

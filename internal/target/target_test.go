@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/longpoll"
 )
 
 func TestProtocolAndValidate(t *testing.T) {
@@ -28,6 +29,12 @@ func TestProtocolAndValidate(t *testing.T) {
 		{Config{URL: "mqtt://"}, MQTT, "no host"},
 		{Config{URL: "http://[::1"}, "", "not a URL"},
 		{Config{URL: "mqtt://h:1883", QoS: 3}, MQTT, "--qos"},
+		{Config{Embedded: MQTTWS}, MQTT, ""},
+		{Config{URL: "mqtt+ws://h:8080/mqtt"}, MQTT, ""},
+		{Config{URL: "mqtt+wss://h/mqtt"}, MQTT, ""},
+		{Config{URL: "ws://h/mqtt"}, "", "ambiguous"},
+		{Config{URL: "mqtt+ws://h/mqtt", Headers: []longpoll.Header{{Name: "X-A", Value: "b"}}}, MQTT, ""},
+		{Config{URL: "mqtt://h", Headers: []longpoll.Header{{Name: "X-A", Value: "b"}}}, MQTT, "--header"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.cfg.URL+tt.cfg.Embedded, func(t *testing.T) {
@@ -131,3 +138,20 @@ type handler func(bus.Message)
 
 func (h handler) HandleMessage(m bus.Message) { h(m) }
 func (h handler) HandleEvent(bus.Event)       {}
+
+// TestEmbeddedMQTTWS: --embedded mqtt+ws dials the embedded broker over WebSocket.
+func TestEmbeddedMQTTWS(t *testing.T) {
+	tgt, err := Open(Config{Embedded: MQTTWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	if !strings.HasPrefix(tgt.URL(), "mqtt+ws://127.0.0.1:") || !strings.HasSuffix(tgt.URL(), "/mqtt") || tgt.Protocol() != MQTT {
+		t.Fatalf("URL %q protocol %q, want mqtt+ws://127.0.0.1:port/mqtt and mqtt", tgt.URL(), tgt.Protocol())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tgt.Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+}

@@ -90,8 +90,8 @@ func RegisterGates(fs *flag.FlagSet, g *verify.Gates) {
 // Register defines the common flags on fs; SLO flags write into ledger.
 func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	t := &c.Target
-	fs.StringVar(&t.URL, "target", "", "bus URL: mqtt://host:1883, mqtts://host:8883, http://host:port/ (Nchan long-poll); empty = embedded bus")
-	fs.StringVar(&t.Embedded, "embedded", "http", "protocol against the embedded bus when --target is empty: http or mqtt")
+	fs.StringVar(&t.URL, "target", "", "bus URL: mqtt://host:1883, mqtts://host:8883, mqtt+ws://host:port/mqtt, mqtt+wss://host:port/mqtt (MQTT over WebSocket), http://host:port/ (Nchan long-poll); empty = embedded bus")
+	fs.StringVar(&t.Embedded, "embedded", "http", "protocol against the embedded bus when --target is empty: http, mqtt or mqtt+ws (MQTT over WebSocket)")
 	fs.IntVar(&t.QoS, "qos", 1, "MQTT QoS for publish and subscribe: 0, 1 or 2")
 	fs.StringVar(&t.Username, "username", "", "MQTT username")
 	// The password is never a flag default: -h would print it.

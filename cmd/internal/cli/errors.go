@@ -80,6 +80,8 @@ func Hint(err error) string {
 	switch {
 	case errors.Is(err, mqtt.ErrQoSDowngraded):
 		return "lower --qos to what the broker grants, or allow the QoS in its configuration"
+	case errors.Is(err, mqtt.ErrWebSocketUpgrade):
+		return "an mqtt+ws(s) --target must be a broker's MQTT over WebSocket endpoint: host, port and path (often /mqtt)"
 	case errors.Is(err, bus.ErrUnreachable):
 		return "is the bus running and the --target host:port right?"
 	case errors.Is(err, bus.ErrProtocol):

@@ -144,6 +144,7 @@ func TestExitCodeTable(t *testing.T) {
 	rows := readmeRows(t)
 	dir := t.TempDir()
 	dead := deadAddr(t)
+	lb := startLocalbus(t) // a WebSocket listener to refuse bad mqtt+ws targets
 	// Bounds far from what the embedded bus does on a loaded machine, so the
 	// machine cannot decide a pass or a fail; the faults decide.
 	// The latency gate off (--within 0): on a busy machine the on-time share
@@ -173,6 +174,9 @@ func TestExitCodeTable(t *testing.T) {
 		{"probe html is a directory", "probe", []string{"--html", dir}, 0, 2, "`--html /tmp`"},
 		{"probe mqtt url with a path", "probe", []string{"--target", "mqtt://" + dead + "/x"}, 0, 2, "MQTT URL with a path"},
 		{"probe missing ca file", "probe", []string{"--target", "mqtts://" + dead, "--ca-file", filepath.Join(dir, "none.pem")}, 0, 2, "missing `--ca-file`"},
+		{"probe ambiguous ws url", "probe", []string{"--target", "ws://" + dead + "/mqtt"}, 0, 2, "ambiguous `ws://` target"},
+		{"probe mqtt+ws wrong path", "probe", []string{"--target", "mqtt+ws://" + lb.mqttWS + "/nope", "--json", filepath.Join(dir, "probe-ws-path.json")}, 0, 4, "WebSocket upgrade refused"},
+		{"probe mqtt+ws subprotocol refused", "probe", []string{"--target", "mqtt+ws://" + strings.TrimPrefix(lb.http, "http://") + "/sub/x", "--json", filepath.Join(dir, "probe-ws-proto.json")}, 0, 4, "WebSocket upgrade refused"},
 		{"probe interrupted", "probe", cat(probeFast[2:], "--duration", "60s"), time.Second, 3, "interrupted run"},
 		{"probe unreachable", "probe", []string{"--target", "http://" + dead + "/", "--json", filepath.Join(dir, "probe-unreachable.json")}, 0, 4, "target unreachable"},
 
@@ -208,7 +212,7 @@ func TestExitCodeTable(t *testing.T) {
 			if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") {
 				t.Errorf("stderr has a panic or stack trace:\n%s", r.stderr)
 			}
-			if tc.code == 2 {
+			if tc.code == 2 || strings.Contains(tc.name, "mqtt+ws") {
 				if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 {
 					t.Errorf("a usage error should be one line, got %d:\n%s", len(lines), r.stderr)
 				}
@@ -393,13 +397,13 @@ func TestProcesses(t *testing.T) {
 }
 
 // localbus is cmd/localbus running as its own process on free loopback ports.
-type localbus struct{ http, mqtt string }
+type localbus struct{ http, mqtt, mqttWS string }
 
 // startLocalbus starts cmd/localbus on free ports and stops it (by PID) when
 // the test ends.
 func startLocalbus(t *testing.T) localbus {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "localbus"), "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0")
+	cmd := exec.Command(filepath.Join(bin, "localbus"), "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--mqtt-ws", "127.0.0.1:0")
 	var stderr lockedBuffer
 	cmd.Stderr, cmd.Stdout = &stderr, &bytes.Buffer{}
 	if err := cmd.Start(); err != nil {
@@ -418,11 +422,12 @@ func startLocalbus(t *testing.T) localbus {
 	})
 	httpRe := regexp.MustCompile(`long-poll on (http://\S+)`)
 	mqttRe := regexp.MustCompile(`MQTT on (mqtt://\S+)`)
+	wsRe := regexp.MustCompile(`MQTT over WebSocket on mqtt\+ws://(\S+)/mqtt`)
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		s := stderr.String()
-		h, m := httpRe.FindStringSubmatch(s), mqttRe.FindStringSubmatch(s)
-		if h != nil && m != nil {
-			return localbus{http: h[1], mqtt: m[1]}
+		h, m, w := httpRe.FindStringSubmatch(s), mqttRe.FindStringSubmatch(s), wsRe.FindStringSubmatch(s)
+		if h != nil && m != nil && w != nil {
+			return localbus{http: h[1], mqtt: m[1], mqttWS: w[1]}
 		}
 	}
 	t.Fatalf("localbus did not announce its addresses:\n%s", stderr.String())
