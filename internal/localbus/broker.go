@@ -84,7 +84,7 @@ func (b *Bus) startMQTT() error {
 	if err := srv.AddHook(h, nil); err != nil {
 		return fmt.Errorf("localbus: mqtt hook: %w", err)
 	}
-	ln := &tcpListener{address: b.cfg.MQTTAddr, conns: map[net.Conn]struct{}{}}
+	ln := &tcpListener{address: b.cfg.MQTTAddr}
 	if err := srv.AddListener(ln); err != nil {
 		return fmt.Errorf("localbus: mqtt listen: %w", err)
 	}
@@ -298,11 +298,7 @@ type tcpListener struct {
 	address string
 	ln      net.Listener
 	log     *slog.Logger
-
-	mu     sync.Mutex
-	closed bool
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup // accept loop and per-connection goroutines
+	set     connSet
 }
 
 func (l *tcpListener) ID() string       { return "localbus-tcp" }
@@ -327,38 +323,24 @@ func (l *tcpListener) Init(log *slog.Logger) error {
 
 // Serve accepts connections until Close. mochi runs it in its own goroutine.
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.set.enter() {
 		return
 	}
-	l.wg.Add(1)
-	l.mu.Unlock()
-	defer l.wg.Done()
+	defer l.set.leave()
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
 			return
 		}
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			conn.Close()
+		if !l.set.add(conn) {
 			return
 		}
-		l.conns[conn] = struct{}{}
-		l.wg.Add(1)
-		l.mu.Unlock()
 		_ = conn.SetReadDeadline(time.Now().Add(connectTimeout))
 		go func() {
-			defer l.wg.Done()
+			defer l.set.remove(conn)
 			if err := establish(l.ID(), conn); err != nil {
 				l.log.Debug("mqtt connection ended", "error", err, "remote", conn.RemoteAddr())
 			}
-			conn.Close()
-			l.mu.Lock()
-			delete(l.conns, conn)
-			l.mu.Unlock()
 		}()
 	}
 }
@@ -367,21 +349,12 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 // path), stops accepting, closes every remaining connection and waits for the
 // listener's goroutines.
 func (l *tcpListener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.set.shut() {
 		return
 	}
-	l.closed = true
-	l.mu.Unlock()
 	closeClients(l.ID())
 	if l.ln != nil {
 		_ = l.ln.Close()
 	}
-	l.mu.Lock()
-	for c := range l.conns {
-		_ = c.Close()
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
+	l.set.closeAll()
 }

@@ -133,10 +133,7 @@ func TestMQTTCloseWithSilentConn(t *testing.T) {
 		if !ok {
 			return false
 		}
-		tl := l.(*tcpListener)
-		tl.mu.Lock()
-		defer tl.mu.Unlock()
-		return len(tl.conns) == 1
+		return l.(*tcpListener).set.len() == 1
 	})
 	done := make(chan error, 1)
 	go func() { done <- b.Close() }()

@@ -28,17 +28,13 @@ type wsListener struct {
 	log     *slog.Logger
 	up      websocket.Upgrader
 
-	mu        sync.Mutex
-	closed    bool
-	conns     map[net.Conn]struct{}
-	wg        sync.WaitGroup
-	establish listeners.EstablishFn
+	set       connSet
+	establish listeners.EstablishFn // set by Serve, before the server starts
 }
 
 func newWSListener(addr string) *wsListener {
 	return &wsListener{
 		address: addr,
-		conns:   map[net.Conn]struct{}{},
 		up: websocket.Upgrader{
 			Subprotocols:    []string{"mqtt"},
 			CheckOrigin:     func(*http.Request) bool { return true },
@@ -71,15 +67,11 @@ func (l *wsListener) Init(log *slog.Logger) error {
 
 // Serve serves upgrades until Close. mochi runs it in its own goroutine.
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	l.establish = establish
+	if !l.set.enter() {
 		return
 	}
-	l.establish = establish
-	l.wg.Add(1)
-	l.mu.Unlock()
-	defer l.wg.Done()
+	defer l.set.leave()
 	_ = l.srv.Serve(l.ln)
 }
 
@@ -94,49 +86,29 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	nc := c.UnderlyingConn()
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		nc.Close()
+	if !l.set.add(nc) {
 		return
 	}
-	l.conns[nc] = struct{}{}
-	l.wg.Add(1)
-	establish := l.establish
-	l.mu.Unlock()
-	defer l.wg.Done()
+	defer l.set.remove(nc)
 	_ = nc.SetReadDeadline(time.Now().Add(connectTimeout))
-	if err := establish(l.ID(), &wsConn{Conn: nc, c: c}); err != nil {
+	if err := l.establish(l.ID(), &wsConn{Conn: nc, c: c}); err != nil {
 		l.log.Debug("mqtt websocket connection ended", "error", err, "remote", nc.RemoteAddr())
 	}
-	nc.Close()
-	l.mu.Lock()
-	delete(l.conns, nc)
-	l.mu.Unlock()
 }
 
 // Close disconnects the listener's clients (mochi's graceful path), stops
 // serving, closes every remaining connection and waits for the goroutines.
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.set.shut() {
 		return
 	}
-	l.closed = true
-	l.mu.Unlock()
 	closeClients(l.ID())
 	if l.srv != nil {
 		_ = l.srv.Close()
 	} else if l.ln != nil {
 		_ = l.ln.Close()
 	}
-	l.mu.Lock()
-	for c := range l.conns {
-		_ = c.Close()
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
+	l.set.closeAll()
 }
 
 // errNotBinary is a text message from a client: MQTT travels in binary ones.
