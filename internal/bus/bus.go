@@ -122,6 +122,15 @@ type Conn interface {
 	Close() error
 }
 
+// Unsubscriber is a Conn that can end part of its subscription and keep the
+// rest (MQTT): once Unsubscribe returns nil, nothing published later to those
+// topics is delivered on the Conn, and a reconnect does not subscribe to them
+// again. swarm keeps such a Conn across a user's sessions; on other
+// transports it opens a Conn per session. internal/bustest checks it.
+type Unsubscriber interface {
+	Unsubscribe(ctx context.Context, topics []string) error
+}
+
 // Dialer opens a Conn for one user. id must be unique per connection.
 type Dialer interface {
 	Dial(ctx context.Context, id string, h Handler) (Conn, error)

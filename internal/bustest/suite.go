@@ -41,6 +41,7 @@ func Run(t *testing.T, tr Transport) {
 	t.Run("SubscribeConfirmed", func(t *testing.T) { testSubscribeConfirmed(t, tr) })
 	t.Run("SecondSubscribeAdds", func(t *testing.T) { testSecondSubscribeAdds(t, tr) })
 	t.Run("ReconnectResubscribes", func(t *testing.T) { testReconnectResubscribes(t, tr) })
+	t.Run("Unsubscribe", func(t *testing.T) { testUnsubscribe(t, tr) })
 	t.Run("CloseCancelsPending", func(t *testing.T) { testCloseCancelsPending(t, tr) })
 	t.Run("ClosedConn", func(t *testing.T) { testClosedConn(t, tr) })
 }
@@ -263,6 +264,65 @@ func testReconnectResubscribes(t *testing.T, tr Transport) {
 	if n := rec.NumEvents(bus.Connected); n < 1 {
 		t.Errorf("no Connected event")
 	}
+}
+
+// testUnsubscribe checks bus.Unsubscriber on transports that have it: once
+// Unsubscribe returns, nothing published later to its topics arrives (the
+// later message on a topic still subscribed, published after it by the same
+// publisher, bounds the wait), the other topics keep delivering, a new
+// Subscribe brings a topic back, and a reconnect does not resubscribe to a
+// topic given up.
+func testUnsubscribe(t *testing.T, tr Transport) {
+	p := NewProxy(t, tr.Addr)
+	var rec, prec Recorder
+	sub := Dial(t, tr.Dialer(t, p.Addr()), "sub", &rec)
+	us, ok := sub.(bus.Unsubscriber)
+	if !ok {
+		t.Skip("this transport has no Unsubscribe (swarm opens a connection per session on it)")
+	}
+	pub := Dial(t, tr.Dialer(t, tr.Addr), "pub", &prec)
+	a, b := Topic("unsub-a"), Topic("unsub-b")
+	if err := sub.Subscribe(context.Background(), []string{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	Ready(t, pub, &rec, a)
+	Ready(t, pub, &rec, b)
+	// gone publishes m to gone, then after to a topic still subscribed, and
+	// checks that only after arrives.
+	gone := func(gone, m, still, after string) {
+		t.Helper()
+		for _, x := range [][2]string{{gone, m}, {still, after}} {
+			if err := pub.Publish(context.Background(), x[0], []byte(x[1])); err != nil {
+				t.Fatalf("Publish %q: %v", x[1], err)
+			}
+		}
+		Eventually(t, "delivery of "+after, func() bool { return rec.Count(after) > 0 })
+		if n := rec.Count(m); n != 0 {
+			t.Errorf("%q, published to %s after its Unsubscribe, arrived %d times", m, gone, n)
+		}
+	}
+	if err := us.Unsubscribe(context.Background(), []string{a}); err != nil {
+		t.Fatalf("Unsubscribe: %v", err)
+	}
+	gone(a, "a after Unsubscribe", b, "b after Unsubscribe")
+	if err := us.Unsubscribe(context.Background(), []string{a}); err != nil {
+		t.Fatalf("Unsubscribe from a topic no longer subscribed: %v", err)
+	}
+
+	if err := sub.Subscribe(context.Background(), []string{a}); err != nil {
+		t.Fatalf("Subscribe again: %v", err)
+	}
+	Ready(t, pub, &rec, a)
+	deliver(t, pub, &rec, [2]string{a, "a subscribed again"}, [2]string{b, "b still"})
+
+	if err := us.Unsubscribe(context.Background(), []string{b}); err != nil {
+		t.Fatalf("Unsubscribe: %v", err)
+	}
+	before := rec.NumEvents(bus.Disconnected)
+	p.Cut()
+	Eventually(t, "a Disconnected event", func() bool { return rec.NumEvents(bus.Disconnected) > before })
+	Ready(t, pub, &rec, a)
+	gone(b, "b after a reconnect", a, "a after a reconnect")
 }
 
 // testCloseCancelsPending: with the bus silent, a publish waiting for its

@@ -237,6 +237,13 @@ func (c *Conn) read(ep *epoch) error {
 			default: // nobody waits: a late answer
 			}
 		case typeUnsuback:
+			if hdr&0x0f != 0 || len(body) < 2 {
+				return fmt.Errorf("%w: UNSUBACK of %d bytes with flags 0x%x", errMalformed, len(body), hdr&0x0f)
+			}
+			select {
+			case ep.subacks <- suback{id: uint16(body[0])<<8 | uint16(body[1]), unsub: true}:
+			default: // nobody waits: a late answer
+			}
 		case typePingresp:
 			ep.mu.Lock()
 			ep.pingAt = 0

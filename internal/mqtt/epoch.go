@@ -64,9 +64,11 @@ type epoch struct {
 	readerDone chan struct{}
 }
 
+// suback is a SUBACK (codes, one per topic) or an UNSUBACK (unsub).
 type suback struct {
 	id    uint16
 	codes []byte
+	unsub bool
 }
 
 // zombie marks a packet ID whose publish expired (outcome unknown) but whose
