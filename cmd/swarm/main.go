@@ -111,6 +111,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.StringVar(&controlIvl, "control-interval", "5s-10s", "time between a proctor's control rounds: a duration or a range")
 	fs.IntVar(&o.cfg.ControlFanout, "control-fanout", behaviours.DefaultControlFanout, "learners a proctor sends a control message per round")
 	fs.StringVar(&perProctor, "learners-per-proctor", "auto", "learner IDs a proctor watches (≤ 255 on long-poll); auto = twice the learners per proctor of --weights, so every learner is watched")
+	fs.BoolVar(&o.cfg.ReconnectPerSession, "reconnect-per-session", false, "open a new connection for every session (by default an MQTT user keeps its connection across its sessions and re-subscribes on it)")
 	fs.DurationVar(&o.cfg.ProctorTimeout, "proctor-timeout", behaviours.DefaultProctorTimeout, "a proctor session ends after this even if its learners have not finished")
 	fs.IntVar(&o.cfg.PayloadSize, "payload-size", behaviours.DefaultPayloadSize, "bytes per message")
 	fs.StringVar(&drain, "drain", "auto", "how long subscribers keep receiving after publishing stops: a duration, 0 for none, auto = --lost-after + --grace")
@@ -536,8 +537,17 @@ func usersLine(u report.Users, free, active int) string {
 	if u.ReachedAfter != nil {
 		reached = fmt.Sprintf("target reached after %.1fs", *u.ReachedAfter)
 	}
-	return fmt.Sprintf("users: target %d peak %d started %d, %s; %s", u.Target, u.Peak, u.Started, reached,
-		report.UsersLine(u.ByKind, map[string]int{"free": free, "active": active}))
+	return fmt.Sprintf("users: target %d peak %d started %d, %s; %s%s", u.Target, u.Peak, u.Started, reached,
+		report.UsersLine(u.ByKind, map[string]int{"free": free, "active": active}), connsText(u))
+}
+
+// connsText is the connections and sessions per user started, if known.
+func connsText(u report.Users) string {
+	if u.Started == 0 || u.Sessions == 0 {
+		return ""
+	}
+	n := float64(u.Started)
+	return fmt.Sprintf("; per user: %.2f connections, %.2f sessions", float64(u.Connections)/n, float64(u.Sessions)/n)
 }
 
 func plan(c behaviours.Config) string {
@@ -616,7 +626,8 @@ func sum(m map[string]int) int {
 
 // usersOf is the summary's users in the JSON and shard-file form.
 func usersOf(s behaviours.Summary) report.Users {
-	u := report.Users{Target: s.UsersTarget, Peak: s.UsersPeak, Started: s.UsersStarted, ByKind: s.UsersByKind}
+	u := report.Users{Target: s.UsersTarget, Peak: s.UsersPeak, Started: s.UsersStarted, ByKind: s.UsersByKind,
+		Connections: s.Connections, Sessions: s.Sessions}
 	if s.UsersReachedAfter >= 0 {
 		v := math.Round(s.UsersReachedAfter.Seconds()*1000) / 1000
 		u.ReachedAfter = &v

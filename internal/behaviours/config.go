@@ -339,6 +339,13 @@ type Config struct {
 	// drain ends early once every user has received all it waits for. 0 means
 	// the default, Verify.LostAfter + Verify.Grace; NoDrain means none.
 	Drain time.Duration
+	// ReconnectPerSession opens a new connection for every session (the
+	// behaviour of earlier versions). By default a user keeps its connection across
+	// its sessions on transports that can unsubscribe (MQTT): a new session
+	// subscribes on it and the ended one unsubscribes. Long-poll, WebSocket
+	// and EventSource subscriptions name their channels in the request, so
+	// they always open a new poll or stream per session.
+	ReconnectPerSession bool
 	// MinLinger keeps a subscriber's connection open at least this long after
 	// it stops listening (default 0), so that duplicates arriving just after
 	// the original are still seen and counted.

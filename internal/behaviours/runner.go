@@ -117,6 +117,10 @@ type Runner struct {
 	// (bus.ErrRefused: authorization, a granted QoS below the requested one).
 	refused atomic.Pointer[error]
 
+	// connections made (Dial succeeded) and sessions opened.
+	connections atomic.Uint64
+	sessions    atomic.Uint64
+
 	usersWG sync.WaitGroup
 	ran     atomic.Bool
 }
@@ -216,6 +220,9 @@ type Summary struct {
 	// target was first reached (-1: never).
 	UsersTarget, UsersPeak int
 	UsersReachedAfter      time.Duration
+	// Connections made (each Dial that succeeded; a transport's own
+	// reconnects are in Ops) and sessions opened, by every user.
+	Connections, Sessions uint64
 	// Refused is the first refusal by the bus that retrying will not fix
 	// (wraps bus.ErrRefused), nil if none.
 	Refused error
@@ -415,6 +422,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	s.PoolFree, s.PoolActive = r.pool.Sizes()
 	s.UsersTarget, s.UsersPeak = len(r.users), int(r.peak.Load())
 	s.UsersReachedAfter = time.Duration(r.reachedNS.Load())
+	s.Connections, s.Sessions = r.connections.Load(), r.sessions.Load()
 	if e := r.refused.Load(); e != nil {
 		s.Refused = *e
 	}
@@ -500,6 +508,11 @@ func (r *Runner) runUser(pubCtx, subCtx context.Context, u *user) {
 	r.started[u.kind].Add(1)
 	r.active[u.kind].Add(1)
 	defer r.active[u.kind].Add(-1)
+	defer func() {
+		if u.link != nil {
+			u.link.close()
+		}
+	}()
 	for pubCtx.Err() == nil {
 		var did bool
 		switch u.kind {
@@ -532,6 +545,7 @@ type user struct {
 	sessions uint32 // sessions started (a learner's session is its stream)
 	streams  uint32 // a proctor's control streams
 	conns    uint64 // connections dialled
+	link     *link  // the connection kept across sessions, if any
 	markers  uint64 // readiness markers sent
 
 	running bool

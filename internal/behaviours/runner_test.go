@@ -3,6 +3,7 @@ package behaviours
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -384,4 +385,44 @@ func TestBackoffDuringOutage(t *testing.T) {
 	b.SetOutage(0)
 	before := published()
 	eventually(t, "publishing again after the outage", func() bool { return published() > before+100 })
+}
+
+// TestConnectionKept: on MQTT a user keeps its connection across its
+// sessions (one connection per user, the sessions re-subscribe on it) and
+// nothing of an ended session reaches the next; with ReconnectPerSession, and
+// on long-poll (no Unsubscribe), every session has its own connection.
+func TestConnectionKept(t *testing.T) {
+	for _, tc := range []struct {
+		proto      string
+		perSession bool
+	}{{"mqtt", false}, {"mqtt", true}, {"http", false}} {
+		t.Run(fmt.Sprintf("proto=%s/per-session=%v", tc.proto, tc.perSession), func(t *testing.T) {
+			b := startBus(t, localbus.Config{})
+			cfg := smallConfig(tc.proto)
+			cfg.ReconnectPerSession = tc.perSession
+			s := run(t, t.Context(), cfg, dialerFor(t, b, tc.proto))
+			logSummary(t, s)
+			t.Logf("users %d, sessions %d, connections %d", s.UsersStarted, s.Sessions, s.Connections)
+			for name, res := range s.Streams {
+				c := res.Counts
+				if c.Expected == 0 || c.Lost != 0 || c.Duplicates != 0 || c.Unexpected != 0 || c.Corrupt != 0 || c.Pending != 0 {
+					t.Errorf("%s: expected %d lost %d dup %d unexpected %d corrupt %d pending %d; want deliveries and no faults",
+						name, c.Expected, c.Lost, c.Duplicates, c.Unexpected, c.Corrupt, c.Pending)
+				}
+			}
+			if s.Sessions <= uint64(s.UsersStarted) {
+				t.Fatalf("%d sessions for %d users: the run is too short to show a second session", s.Sessions, s.UsersStarted)
+			}
+			want, what := s.Sessions, "one per session"
+			if tc.proto == "mqtt" && !tc.perSession {
+				want, what = uint64(s.UsersStarted), "one per user"
+			}
+			if s.Connections != want {
+				t.Errorf("connections = %d; want %d (%s)", s.Connections, want, what)
+			}
+			if o, _ := s.Ops.Op("connect"); o.Count != want || o.Failures != 0 {
+				t.Errorf("connect op: %d, %d failures; want %d, 0", o.Count, o.Failures, want)
+			}
+		})
+	}
 }

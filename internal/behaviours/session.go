@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -38,16 +39,17 @@ func stopping(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 }
 
-// dial opens u's connection for one session, retrying with backoff until it
-// succeeds or pubCtx ends. The connection lives until sessCtx ends; if pubCtx
-// ends while dialling, sessCtx is cancelled too and dial returns nil.
-func (r *Runner) dial(pubCtx, sessCtx context.Context, cancelSess context.CancelFunc, u *user, h *handler) bus.Conn {
+// dial opens a connection for u, retrying with backoff until it succeeds or
+// pubCtx ends. The connection lives until connCtx ends; if pubCtx ends while
+// dialling, connCtx is cancelled too (cancelConn) and dial returns nil. h
+// receives the connection's messages and events; sub learns its client ID.
+func (r *Runner) dial(pubCtx, connCtx context.Context, cancelConn context.CancelFunc, u *user, h bus.Handler, sub *subscription) bus.Conn {
 	for pubCtx.Err() == nil {
-		stop := context.AfterFunc(pubCtx, cancelSess)
+		stop := context.AfterFunc(pubCtx, cancelConn)
 		id := r.connID(u)
-		h.sub.connID = id
+		sub.connID = id
 		t0 := time.Now()
-		conn, err := r.dialer.Dial(sessCtx, id, h)
+		conn, err := r.dialer.Dial(connCtx, id, h)
 		d := time.Since(t0)
 		aborted := !stop()
 		if err == nil {
@@ -55,11 +57,12 @@ func (r *Runner) dial(pubCtx, sessCtx context.Context, cancelSess context.Cancel
 				_ = conn.Close()
 				return nil
 			}
+			r.connections.Add(1)
 			u.shard.Record(opConnect, d, bus.ClassNone)
 			u.bo.Reset()
 			return conn
 		}
-		if aborted || stopping(sessCtx, err) {
+		if aborted || stopping(connCtx, err) {
 			return nil
 		}
 		r.noteRefused(err)
@@ -69,6 +72,73 @@ func (r *Runner) dial(pubCtx, sessCtx context.Context, cancelSess context.Cancel
 		}
 	}
 	return nil
+}
+
+// link is a user's connection kept across its sessions (on transports that
+// can unsubscribe, unless Config.ReconnectPerSession): each session hands it
+// its handler, subscribes on it, and unsubscribes when it ends.
+type link struct {
+	conn   bus.Conn
+	us     bus.Unsubscriber
+	id     string
+	cancel context.CancelFunc // ends the connection's lifetime
+	u      *user
+	cur    atomic.Pointer[handler] // the session's, nil between sessions
+}
+
+// HandleMessage hands a delivery to the current session if it is on one of
+// its topics. A delivery between sessions, or for a topic a session gave up
+// (a broker may send what it queued before the UNSUBACK), belonged to a
+// subscription that has ended: as on a closed connection, nobody gets it.
+func (l *link) HandleMessage(m bus.Message) {
+	h := l.cur.Load()
+	if h == nil || (m.Topic != "" && !slices.Contains(h.sub.topics, m.Topic)) {
+		return
+	}
+	h.HandleMessage(m)
+}
+
+// HandleEvent hands events to the current session; the transport's own
+// reconnect attempts count as connects even between sessions.
+func (l *link) HandleEvent(e bus.Event) {
+	if h := l.cur.Load(); h != nil {
+		h.HandleEvent(e)
+		return
+	}
+	if e.Kind == bus.Dialled && !errors.Is(e.Err, context.Canceled) {
+		l.u.shard.Record(opConnect, e.Latency, bus.Classify(e.Err))
+	}
+}
+
+// close closes the connection and forgets it.
+func (l *link) close() {
+	l.cur.Store(nil)
+	_ = l.conn.Close()
+	l.cancel()
+	if l.u.link == l {
+		l.u.link = nil
+	}
+}
+
+// unsubscribeTimeout bounds how long a session waits for its connection to
+// give up its topics before the connection is dropped instead.
+const unsubscribeTimeout = 10 * time.Second
+
+// release ends a session's use of the link: its topics are unsubscribed and
+// the link waits for the next session. If the run is stopping, or the
+// unsubscribe fails (the broker would keep sending, or resubscribe a
+// persistent session), the connection is closed instead.
+func (l *link) release(pubCtx context.Context, topics []string) {
+	if pubCtx.Err() == nil {
+		ctx, cancel := context.WithTimeout(pubCtx, unsubscribeTimeout)
+		err := l.us.Unsubscribe(ctx, topics)
+		cancel()
+		if err == nil {
+			l.cur.Store(nil)
+			return
+		}
+	}
+	l.close()
 }
 
 // publish sends one stamped message and records it with the ledger (sr), the
@@ -225,25 +295,58 @@ func (r *Runner) endSubscription(ctx context.Context, sub *subscription) {
 // its connection, and the subscribe attempt running beside the session's work.
 type session struct {
 	r       *Runner
+	pubCtx  context.Context
 	ctx     context.Context // the session's subscriber context
 	cancel  context.CancelFunc
 	sub     *subscription
 	conn    bus.Conn
+	link    *link // the user's kept connection, nil if conn is the session's own
+	own     *link // a link that cannot be kept (no Unsubscribe): closed with the session
 	stopTry context.CancelFunc
 	wg      sync.WaitGroup
 }
 
-// openSession dials user u's connection for one session (kind names the
+// openSession gets user u's connection for one session (kind names the
 // subscriber, n numbers the session) and starts subscribing to topics in
-// parallel. It returns nil if no connection could be made before the run stopped.
+// parallel: on the user's kept connection if it has one, else on a new one
+// (kept for the next sessions when the transport can unsubscribe). It returns
+// nil if no connection could be made before the run stopped.
 func (r *Runner) openSession(pubCtx, subCtx context.Context, u *user, ledger *verify.Ledger, kind string, n uint64, topics []string,
 	onMessage func(byte, []byte, *verify.Stamp)) *session {
-	s := &session{r: r}
+	r.sessions.Add(1)
+	s := &session{r: r, pubCtx: pubCtx}
 	s.ctx, s.cancel = context.WithCancel(subCtx)
 	rec := ledger.Subscriber(kind + "-" + strconv.Itoa(u.g) + "-" + strconv.FormatUint(n, 10))
 	s.sub = newSubscription(rec, topics)
 	h := newHandler(r, u, s.sub, onMessage)
-	s.conn = r.dial(pubCtx, s.ctx, s.cancel, u, h)
+	switch {
+	case u.link != nil:
+		s.link, s.conn = u.link, u.link.conn
+		s.sub.connID = s.link.id
+		s.link.cur.Store(h)
+	case r.cfg.ReconnectPerSession:
+		s.conn = r.dial(pubCtx, s.ctx, s.cancel, u, h, s.sub)
+	default:
+		// The connection outlives the session: its lifetime is the user's
+		// subscriber context, and the link routes to the current session.
+		lctx, lcancel := context.WithCancel(subCtx)
+		l := &link{u: u, cancel: lcancel}
+		l.cur.Store(h)
+		s.conn = r.dial(pubCtx, lctx, lcancel, u, l, s.sub)
+		if s.conn == nil {
+			lcancel()
+			break
+		}
+		if us, ok := s.conn.(bus.Unsubscriber); ok {
+			l.conn, l.us, l.id = s.conn, us, s.sub.connID
+			u.link, s.link = l, l
+		} else {
+			// No Unsubscribe on this transport: the session owns it.
+			l.conn, l.id = s.conn, s.sub.connID
+			s.link = nil
+			s.own = l
+		}
+	}
 	if s.conn == nil {
 		rec.Close(r.clock.Now())
 		s.cancel()
@@ -264,11 +367,19 @@ func (s *session) finish() {
 	s.r.endSubscription(s.ctx, s.sub)
 }
 
-// close releases the session: the subscribe attempt, the connection, the context.
+// close releases the session: the subscribe attempt, the connection (kept for
+// the user's next session if it can be), the context.
 func (s *session) close() {
 	s.stopTry()
 	s.wg.Wait()
-	s.conn.Close()
+	switch {
+	case s.link != nil:
+		s.link.release(s.pubCtx, s.sub.topics)
+	case s.own != nil:
+		s.own.close()
+	default:
+		s.conn.Close()
+	}
 	s.cancel()
 }
 

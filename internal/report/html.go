@@ -271,6 +271,10 @@ func newHTMLPage(p Page) htmlPage {
 		for _, k := range sortedKeys(us.ByKind) {
 			hp.Users = append(hp.Users, []string{"started as " + k, strconv.Itoa(us.ByKind[k])})
 		}
+		if us.Sessions > 0 {
+			hp.Users = append(hp.Users, []string{"sessions", strconv.FormatUint(us.Sessions, 10)},
+				[]string{"connections (connects)", strconv.FormatUint(us.Connections, 10)})
+		}
 	}
 	hp.Bus = newHTMLBus(p.Bus)
 	if len(p.Ticks) > 1 {

@@ -62,6 +62,10 @@ type Users struct {
 	Started      int            `json:"started"`
 	ByKind       map[string]int `json:"by_kind"`
 	ReachedAfter *float64       `json:"reached_after_s"`
+	// Connections made by the users (each successful dial) and sessions
+	// they opened: connections/started is connects per user.
+	Connections uint64 `json:"connections"`
+	Sessions    uint64 `json:"sessions"`
 }
 
 // Add sums o into u (peaks add: shards run at the same time).
@@ -69,6 +73,8 @@ func (u *Users) Add(o Users, first bool) {
 	u.Target += o.Target
 	u.Peak += o.Peak
 	u.Started += o.Started
+	u.Connections += o.Connections
+	u.Sessions += o.Sessions
 	if u.ByKind == nil {
 		u.ByKind = map[string]int{}
 	}
