@@ -232,7 +232,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	case o.processes > 1 && (set["shards"] || set["shard"] || o.ShardFile != ""):
 		errs = append(errs, errors.New("swarm: --processes makes its own shards: drop --shards, --shard and --shard-file"))
 	case o.processes > 1 && o.Metrics != "":
-		errs = append(errs, errors.New("swarm: --metrics with --processes is not supported yet (each child would need its own port); run the shards by hand with a --metrics port each"))
+		if _, err := childMetrics(o.Metrics, o.processes-1); err != nil {
+			errs = append(errs, err)
+		}
 	case o.processes == 1 && len(o.targets) > 1:
 		errs = append(errs, errors.New("swarm: several --target URLs need --processes N (shard i uses target i mod the number of targets)"))
 	case o.childFD < 0 || o.childFD == 1 || o.childFD == 2:

@@ -48,6 +48,7 @@ func TestBadInput(t *testing.T) {
 		{"stray argument", []string{"extra"}, exitUsage, "unexpected argument"},
 		{"unknown flag", []string{"--nope"}, exitUsage, "flag provided but not defined"},
 		{"too few files", []string{"--users", "1000000"}, exitUsage, "users fit"},
+		{"metrics ports past 65535", []string{"--processes", "3", "--metrics", "127.0.0.1:65534"}, exitUsage, "child i serves on port+i"},
 		{"bad source range", []string{"--source-addrs", "127.0.0.3-127.0.0.2"}, exitUsage, "ends before it starts"},
 		{"source not an ip", []string{"--source-addrs", "127.0.0.2,lo"}, exitUsage, "not an IP address"},
 		{"source family", []string{"--source-addrs", "::1"}, exitUsage, "cannot reach the target 127.0.0.1"},

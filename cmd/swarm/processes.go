@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -92,8 +93,31 @@ func childArgs(o *options, i, n int, run verify.RunID, startAt time.Time, tgt st
 	if share := sourceShare(o.Target.SourceAddrs, i, n); len(share) > 0 {
 		args = append(args, "--source-addrs="+strings.Join(share, ","))
 	}
+	if o.Metrics != "" {
+		addr, _ := childMetrics(o.Metrics, i) // checked with the flags
+		args = append(args, "--metrics="+addr)
+	}
 	return append(args, "--processes=1", "--child-fd=3", "--quiet", "--shards="+strconv.Itoa(n), "--shard="+strconv.Itoa(i),
 		"--run-id="+run.String(), "--start-at="+startAt.UTC().Format(time.RFC3339Nano), "--target="+tgt)
+}
+
+// childMetrics is child i's --metrics address for the parent's --metrics
+// addr: port+i on the same host (port 0: each child its own free port, which
+// it announces), so a scrape config lists one target per shard and sums over
+// the shard label, as for pods.
+func childMetrics(addr string, i int) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("swarm: --metrics %q: want host:port", addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p+i > 65535 {
+		return "", fmt.Errorf("swarm: --metrics %q with --processes: child %d would serve on port %s+%d, beyond 65535; give a lower port (child i serves on port+i) or port 0", addr, i, port, i)
+	}
+	if p == 0 {
+		return addr, nil
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+i)), nil
 }
 
 // sourceShare is child i of n's share of --source-addrs: every n-th address

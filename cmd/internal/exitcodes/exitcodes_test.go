@@ -10,7 +10,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -394,6 +396,69 @@ func TestProcesses(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestProcessesMetrics: with --processes and --metrics each child serves its
+// own shard's metrics (port 0: a free port each, announced on stderr), labelled
+// with its shard, while the run goes on.
+func TestProcessesMetrics(t *testing.T) {
+	args := []string{"--processes", "2", "--users", "6", "--spawn-rate", "100", "--weights", "learner=5,proctor=1",
+		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms", "--proctor-timeout", "1s",
+		"--quiet", "--min-coverage", "0", "--within", "0", "--duration", "60s", "--metrics", "127.0.0.1:0"}
+	cmd := exec.Command(filepath.Join(bin, "swarm"), args...)
+	var stderr lockedBuffer
+	cmd.Stderr, cmd.Stdout = &stderr, &bytes.Buffer{}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	re := regexp.MustCompile(`\[shard (\d)\] swarm: metrics on (http://127\.0\.0\.1:\d+/metrics)`)
+	urls := map[string]string{}
+	for deadline := time.Now().Add(60 * time.Second); len(urls) < 2 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, m := range re.FindAllStringSubmatch(stderr.String(), -1) {
+			urls[m[1]] = m[2]
+		}
+	}
+	if len(urls) != 2 || urls["0"] == urls["1"] {
+		_ = cmd.Process.Kill()
+		t.Fatalf("want two children announcing their own metrics address, got %v:\n%s", urls, stderr.String())
+	}
+	for shard, url := range urls {
+		want := `shard="` + shard + `"`
+		var body string
+		for range 100 {
+			if b, err := get(url); err == nil && strings.Contains(b, "eventswarm_swarm_users_target") && strings.Contains(b, want) {
+				body = b
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if body == "" {
+			t.Errorf("shard %s at %s: no swarm metrics labelled %s", shard, url, want)
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("exit %v after SIGINT, want 3 (interrupted)\n%s", err, stderr.String())
+	}
+}
+
+// get fetches url (a loopback metrics endpoint) with a short timeout.
+func get(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if resp.StatusCode != 200 {
+		return "", errors.New(resp.Status)
+	}
+	return string(b), err
 }
 
 // localbus is cmd/localbus running as its own process on free loopback ports.
