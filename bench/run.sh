@@ -32,7 +32,7 @@ trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 sed -e "s#@PORT@#$port#g" -e "s#@RUN@#$work#g" -e "s#@USER@#$(id -un)#g" \
-  "$here/testdata/mosquitto/mosquitto.conf.in" | grep -v '^pid_file' >"$work/mosquitto.conf"
+  "$here/testdata/mosquitto/mosquitto.conf.in" | sed -e '/^listener @WSPORT@/,/^protocol websockets/d' | grep -v '^pid_file' >"$work/mosquitto.conf"
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.out" 2>&1 &
 mpid=$!
 for _ in $(seq 1 50); do

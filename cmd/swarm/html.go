@@ -116,9 +116,16 @@ func mergePage(o *mergeOptions, m report.ShardFile, r verify.Result, files int) 
 			continue
 		}
 		v, reason, gates := o.gates.Evaluate(c)
+		// The shards' windows summed: each judged again from its exact
+		// counts (its latency percentiles are the largest shard's).
+		ws := append([]verify.Window(nil), m.Windows[name]...)
+		for i := range ws {
+			ws[i].Verdict, ws[i].Reason, _ = o.gates.Evaluate(ws[i].Counts)
+		}
 		p.Directions = append(p.Directions, report.Direction{Name: directionTitle(name),
-			Result: verify.Result{Verdict: v, Reason: reason, Counts: c, Gates: gates}})
+			Result: verify.Result{Verdict: v, Reason: reason, Counts: c, Gates: gates, Windows: ws}})
 	}
+	p.Ticks = m.Ticks
 	return p
 }
 

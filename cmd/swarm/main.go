@@ -394,7 +394,8 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		wg.Go(func() { parent.progressLoop(liveCtx, r) })
 	}
 	var ticks []report.Tick // the HTML report's samples over time
-	if o.HTML != "" {
+	if o.HTML != "" || o.ShardFile != "" || parent != nil {
+		// (a shard's samples go into its shard file, for the merged report)
 		wg.Go(func() { ticks = sampleTicks(liveCtx, r, o.Live) })
 	}
 	stopBusStats := o.StartBusStats(ctx, tgt, "swarm-"+cfg.Run.String()[:8]+"-sys-s"+strconv.Itoa(cfg.Shard), busLive)
@@ -471,7 +472,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		}
 	}
 	if o.ShardFile != "" || parent != nil {
-		f, err := shardFileOf(o, cfg, s)
+		f, err := shardFileOf(o, cfg, s, ticks)
 		switch {
 		case err != nil:
 			errs = append(errs, err)

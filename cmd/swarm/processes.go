@@ -470,7 +470,9 @@ func reportChildren(o *options, children []*child, interrupted bool, stdout, std
 		}
 	}
 	if o.HTML != "" {
-		if err := report.WriteHTML(o.HTML, "eventswarm swarm "+m.RunID, r); err != nil {
+		page := mergePage(&mergeOptions{gates: o.cfg.Verify.Gates}, m, r, len(files))
+		page.Title = fmt.Sprintf("eventswarm swarm: %d processes, run %s", len(children), m.RunID)
+		if err := report.WritePage(o.HTML, page); err != nil {
 			errs = append(errs, fmt.Errorf("swarm: --html: %w", err))
 		}
 	}

@@ -74,17 +74,21 @@ func waitUntil(ctx context.Context, t time.Time, w io.Writer) error {
 
 // shardFileOf is this shard's result file: both directions pooled, exact
 // counts and the directions' histograms added.
-func shardFileOf(o *options, cfg behaviours.Config, s behaviours.Summary) (report.ShardFile, error) {
+func shardFileOf(o *options, cfg behaviours.Config, s behaviours.Summary, ticks []report.Tick) (report.ShardFile, error) {
 	f := report.ShardFile{
 		RunID: s.Run.String(), Shard: cfg.Shard, Shards: cfg.Shards, ConfigHash: o.ConfigHash,
 		Start: s.Start, End: s.End, Complete: !s.Interrupted, Stats: s.Ops,
 		Users: usersOf(s), Streams: map[string]verify.Counts{},
 		Setup:          setupOf(o, cfg, o.Target.URL),
 		LatencyBoundMS: float64(cfg.Verify.Latency) / 1e6, LostAfterMS: float64(cfg.Verify.LostAfter) / 1e6,
+		Windows: map[string][]verify.Window{}, Ticks: ticks,
 	}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		var d report.ShardFile
 		f.Streams[name] = s.Streams[name].Counts
+		if ws := s.Streams[name].Windows; len(ws) > 0 {
+			f.Windows[name] = ws
+		}
 		if err := d.SetResult(s.Streams[name]); err != nil {
 			return f, fmt.Errorf("swarm: --shard-file: %s: %w", name, err)
 		}

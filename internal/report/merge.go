@@ -1,9 +1,11 @@
 package report
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"time"
@@ -51,6 +53,16 @@ type ShardFile struct {
 	// (the same on every shard), drawn on the merged report's charts. Optional.
 	LatencyBoundMS float64 `json:"latency_bound_ms,omitempty"`
 	LostAfterMS    float64 `json:"lost_after_ms,omitempty"`
+	// Windows are each direction's windows (shards share the window width
+	// and start, so window i covers the same interval on every shard);
+	// merged: counts summed exactly, latency percentiles the largest
+	// shard's (an upper bound). Optional: without them the merged report
+	// has no delivery charts over time.
+	Windows map[string][]verify.Window `json:"windows,omitempty"`
+	// Ticks are the shard's samples over the run (users by kind, operations
+	// per second), seconds since its start; merged: summed per sample time.
+	// Optional.
+	Ticks []Tick `json:"ticks,omitempty"`
 }
 
 // Users are a run's users: its target, the most running at once, how many
@@ -273,5 +285,140 @@ func Sum(files []ShardFile) (ShardFile, []error) {
 	if m.Stats, err = stats.Merge(snaps...); err != nil {
 		errs = append(errs, err)
 	}
+	m.Windows = mergeWindows(files)
+	m.Ticks = mergeTicks(files)
 	return m, errs
+}
+
+// mergeWindows adds the shards' windows of each direction by index: counts
+// summed exactly, each latency percentile the largest shard's (an upper
+// bound of the merged one), Verdict left for the caller to judge from the
+// summed counts. A window is kept only if every shard has it (same interval);
+// nil when a shard has no windows.
+func mergeWindows(files []ShardFile) map[string][]verify.Window {
+	if len(files) == 0 {
+		return nil
+	}
+	out := map[string][]verify.Window{}
+	for name, first := range files[0].Windows {
+		if len(first) == 0 || !aligned(files, time.Duration(first[0].EndMS-first[0].StartMS)*time.Millisecond) {
+			continue
+		}
+		byIndex := map[int]*verify.Window{}
+		seen := map[int]int{}
+		for _, f := range files {
+			for _, w := range f.Windows[name] {
+				m := byIndex[w.Index]
+				if m == nil {
+					m = &verify.Window{Index: w.Index, StartMS: w.StartMS, EndMS: w.EndMS}
+					byIndex[w.Index] = m
+				}
+				if w.StartMS != m.StartMS || w.EndMS != m.EndMS {
+					continue // not the same interval: never summed
+				}
+				seen[w.Index]++
+				m.Counts.Add(w.Counts)
+				m.Latency = maxLatency(m.Latency, w.Latency)
+			}
+		}
+		var ws []verify.Window
+		for i, w := range byIndex {
+			if seen[i] == len(files) {
+				ws = append(ws, *w)
+			}
+		}
+		if len(ws) == 0 {
+			continue
+		}
+		slices.SortFunc(ws, func(a, b verify.Window) int { return a.Index - b.Index })
+		out[name] = ws
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// aligned reports whether the shards started within a twentieth of width
+// of each other (as they do with --start-at: swarm --processes, deploy/), so
+// that a window or sample time relative to each shard's start is the same
+// moment on all of them.
+func aligned(files []ShardFile, width time.Duration) bool {
+	lo, hi := files[0].Start, files[0].Start
+	for _, f := range files[1:] {
+		if f.Start.Before(lo) {
+			lo = f.Start
+		}
+		if f.Start.After(hi) {
+			hi = f.Start
+		}
+	}
+	return width > 0 && hi.Sub(lo) <= width/20
+}
+
+// maxLatency is the larger of each percentile of a and b.
+func maxLatency(a, b verify.Latency) verify.Latency {
+	a.Count += b.Count
+	a.P50, a.P95, a.P99, a.Max = max(a.P50, b.P50), max(a.P95, b.P95), max(a.P99, b.P99), max(a.Max, b.Max)
+	return a
+}
+
+// mergeTicks adds the shards' samples taken at the same moment: each shard's
+// samples are placed on the grid of its sampling interval (the first shard's
+// median step), the last sample in a cell counting, and a cell is kept only
+// if every shard has a sample in it (a sum with a shard missing would show a
+// dip that never happened). nil when a shard has fewer than two samples.
+func mergeTicks(files []ShardFile) []Tick {
+	if len(files) == 0 || len(files[0].Ticks) < 2 {
+		return nil
+	}
+	steps := make([]float64, 0, len(files[0].Ticks)-1)
+	for i := 1; i < len(files[0].Ticks); i++ {
+		steps = append(steps, files[0].Ticks[i].AtS-files[0].Ticks[i-1].AtS)
+	}
+	slices.Sort(steps)
+	step := steps[len(steps)/2]
+	if step <= 0 || !aligned(files, time.Duration(step*float64(time.Second))) {
+		return nil
+	}
+	type cell struct {
+		t Tick
+		n int
+	}
+	cells := map[int64]*cell{}
+	for _, f := range files {
+		if len(f.Ticks) < 2 {
+			return nil
+		}
+		mine := map[int64]Tick{}
+		for _, t := range f.Ticks {
+			mine[int64(math.Round(t.AtS/step))] = t
+		}
+		for k, t := range mine {
+			c := cells[k]
+			if c == nil {
+				c = &cell{t: Tick{Users: map[string]int{}}}
+				cells[k] = c
+			}
+			c.n++
+			c.t.AtS = max(c.t.AtS, t.AtS)
+			for kind, n := range t.Users {
+				c.t.Users[kind] += n
+			}
+			c.t.PublishesPerS += t.PublishesPerS
+			c.t.OperationsPerS += t.OperationsPerS
+			c.t.FailuresPerS += t.FailuresPerS
+		}
+	}
+	var out []Tick
+	for _, c := range cells {
+		if c.n == len(files) {
+			out = append(out, c.t)
+		}
+	}
+	slices.SortFunc(out, func(a, b Tick) int { return cmp.Compare(a.AtS, b.AtS) })
+	if len(out) < 2 {
+		return nil
+	}
+	return out
 }
