@@ -63,14 +63,4 @@ if [ -n "$INTERRUPT_AFTER" ]; then
   echo "scale: SIGINT to exit took $(python3 -c "print(round($(date +%s.%N)-$t0,2))") s (including writing the merged report)"
 fi
 for p in "${pids[@]}"; do echo "scale: broker pid $p RSS $(awk '/VmHWM/{print $2" "$3}' /proc/$p/status 2>/dev/null)"; done
-python3 - "$work/run.json" "$work/stderr" "$rc" <<'PY'
-import json, re, sys
-j = json.load(open(sys.argv[1])); t = open(sys.argv[2]).read()
-cpu = float(re.search(r'User time \(seconds\): ([\d.]+)', t)[1]) + float(re.search(r'System time \(seconds\): ([\d.]+)', t)[1])
-rss = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', t)[1])
-c, u = j['counts'], j.get('users', {})
-msgs = c.get('publish_ok', 0)
-print(f"scale: exit {sys.argv[3]} verdict {j['verdict']} ({j.get('reason','')}); users target {u.get('target')} peak {u.get('peak')} reached after {u.get('reached_after_s')} s; "
-      f"connections {u.get('connections')} sessions {u.get('sessions')}; publish ok {msgs}, expected {c.get('expected')}, lost {c.get('lost')}, duplicates {c.get('duplicates')}; "
-      f"CPU {cpu:.1f} s = {cpu / max(msgs, 1) * 1000:.3f} CPU-s per 1,000 publishes; largest process RSS {rss // 1024} MB")
-PY
+python3 "$here/bench/summary.py" "$work/run.json" "$work/stderr" "$rc"

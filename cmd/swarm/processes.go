@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/url"
 	"os"
@@ -71,8 +70,15 @@ func parseProcesses(s string, cfg behaviours.Config, proto string) (int, error) 
 		for _, st := range cfg.Stages {
 			users = max(users, st.Target)
 		}
-		per := float64(lim.Max) * 0.9
-		return max(1, int(math.Ceil(float64(filesNeeded(users, proto, false))/per))), nil
+		// The fewest children each of which fits its share (the shared
+		// publish connections are per child) in 90% of the file limit.
+		per := uint64(float64(lim.Max) * 0.9)
+		for n := 1; n <= 256; n++ {
+			if filesNeeded((users+n-1)/n, proto, false) <= per {
+				return n, nil
+			}
+		}
+		return 256, nil
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > 256 {
