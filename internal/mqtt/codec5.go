@@ -94,37 +94,36 @@ func walkProps(b []byte, what string, fn func(p prop) error) error {
 	for len(b) > 0 {
 		p := prop{id: b[0]}
 		b = b[1:]
-		short := fmt.Errorf("%w: %s property 0x%02x truncated", errMalformed, what, p.id)
 		switch propKinds[p.id] {
 		case propByte:
 			if len(b) < 1 {
-				return short
+				return &propError{what: what, id: p.id}
 			}
 			p.n, b = uint32(b[0]), b[1:]
 		case propTwo:
 			if len(b) < 2 {
-				return short
+				return &propError{what: what, id: p.id}
 			}
 			p.n, b = uint32(b[0])<<8|uint32(b[1]), b[2:]
 		case propFour:
 			if len(b) < 4 {
-				return short
+				return &propError{what: what, id: p.id}
 			}
 			p.n, b = uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3]), b[4:]
 		case propVarint:
 			n, hl, err := parseVarint(b)
 			if err != nil || hl == 0 {
-				return short
+				return &propError{what: what, id: p.id}
 			}
 			p.n, b = uint32(n), b[hl:]
 		case propString, propBinary, propPair:
 			for i := 0; i < 1 || i < 2 && propKinds[p.id] == propPair; i++ {
 				if len(b) < 2 {
-					return short
+					return &propError{what: what, id: p.id}
 				}
 				l := int(b[0])<<8 | int(b[1])
 				if l > len(b)-2 {
-					return short
+					return &propError{what: what, id: p.id}
 				}
 				if i == 0 {
 					p.s = b[2 : 2+l]
@@ -140,6 +139,18 @@ func walkProps(b []byte, what string, fn func(p prop) error) error {
 	}
 	return nil
 }
+
+// propError is a property whose value runs past the property list.
+type propError struct {
+	what string
+	id   byte
+}
+
+func (e *propError) Error() string {
+	return fmt.Sprintf("%s: %s property 0x%02x truncated", errMalformed, e.what, e.id)
+}
+
+func (e *propError) Unwrap() error { return errMalformed }
 
 // appendString appends an MQTT UTF-8 string or binary data (len <= 65535).
 func appendString(dst []byte, s string) []byte {
