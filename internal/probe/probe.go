@@ -217,13 +217,13 @@ type Outcome struct {
 	Drained        bool  `json:"drained"`
 	// Interrupted: a signal ended the run before its --duration (or before
 	// measurement began), or cut the drain short. Never a pass.
-	Interrupted bool     `json:"interrupted"`
+	Interrupted bool `json:"interrupted"`
 	// ShareGroup and GroupSize: the subscribers were one share group of this
 	// many members, every message expected once per group.
-	ShareGroup string `json:"share_group,omitempty"`
-	GroupSize  int    `json:"group_size,omitempty"`
-	Health      Health   `json:"probe_health"`
-	Errors      []string `json:"errors,omitempty"`
+	ShareGroup string   `json:"share_group,omitempty"`
+	GroupSize  int      `json:"group_size,omitempty"`
+	Health     Health   `json:"probe_health"`
+	Errors     []string `json:"errors,omitempty"`
 }
 
 // Hooks receive live output; each may be nil.
