@@ -1,7 +1,10 @@
-// Package mqtt is eventswarm's MQTT transport (MQTT 3.1.1): a connection
-// loop of its own over paho's packets package (control packets) and a small
-// hand-written codec for the hot path (PUBLISH and its acknowledgements),
-// satisfying bus.Conn.
+// Package mqtt is eventswarm's MQTT transport (MQTT 3.1.1 and MQTT 5): a
+// connection loop of its own over paho's packets package (3.1.1 control
+// packets), a small MQTT 5 codec of its own (codec5.go: CONNECT, CONNACK,
+// SUBSCRIBE, SUBACK, DISCONNECT with reason codes and properties) and a
+// hand-written codec for the hot path (PUBLISH and its acknowledgements,
+// both versions), satisfying bus.Conn. Config.Version (or an mqtt5:// URL)
+// selects MQTT 5; see codec5.go for what it sends and honours.
 //
 // One Client holds the checked configuration (broker address, TLS, timeouts)
 // and the one timer all its connections share; Dial opens one Conn per
