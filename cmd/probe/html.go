@@ -25,12 +25,16 @@ func htmlPage(o *options, out probe.Outcome, end time.Time) report.Page {
 	}
 	setup := []report.Setting{set("target", tgt), set("protocol", o.Target.Protocol())}
 	if o.Target.Protocol() == target.MQTT {
-		setup = append(setup, set("QoS", strconv.Itoa(o.Target.QoS)))
+		v := "3.1.1"
+		if o.Target.MQTT5() {
+			v = "5"
+		}
+		setup = append(setup, set("MQTT version", v), set("QoS", strconv.Itoa(o.Target.QoS)))
 	}
 	setup = append(setup,
 		set("rate", fmt.Sprintf("%g msg/s per stream (%g msg/s in all)", c.Rate, c.Rate*float64(c.Streams))),
 		set("streams", strconv.Itoa(c.Streams)),
-		set("subscribers", fmt.Sprintf("%d, each subscribed to every stream", c.Subscribers)),
+		set("subscribers", subscribersText(c.Subscribers, c.ShareGroup)),
 		set("payload", fmt.Sprintf("%d bytes", c.PayloadSize)),
 		set("duration", durationText(c.Duration)+fmt.Sprintf(", of which %v warm-up (not measured), then a %v drain", c.Warmup, l.LostAfter+l.Grace)),
 		set("window", l.Window.String()),
@@ -65,3 +69,10 @@ func htmlPage(o *options, out probe.Outcome, end time.Time) report.Page {
 }
 
 func pctOf(f float64) string { return strconv.FormatFloat(f*100, 'f', -1, 64) + "%" }
+
+func subscribersText(n int, group string) string {
+	if group != "" {
+		return fmt.Sprintf("%d, one share group %q ($share/%s/<topic>): every message expected once per group", n, group, group)
+	}
+	return fmt.Sprintf("%d, each subscribed to every stream", n)
+}

@@ -51,6 +51,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.cfg.Rate, "rate", 10, "messages per second per stream")
 	fs.IntVar(&o.cfg.Streams, "streams", 1, "publishing streams (topics)")
 	fs.IntVar(&o.cfg.Subscribers, "subscribers", 2, "subscribers per stream (fan-out); each subscribes to every stream")
+	fs.StringVar(&o.cfg.ShareGroup, "share-group", "", "MQTT: the subscribers are one share group NAME (each subscribes to $share/NAME/<topic>; the broker delivers each message to one of them): every message is expected exactly once per group, not per subscriber")
 	fs.IntVar(&o.cfg.PayloadSize, "payload-size", 256, "bytes per message (at least the stamp size)")
 	fs.DurationVar(&o.cfg.Tick, "send-tick", time.Millisecond, "MQTT: messages due within this leave together, one write per stream (at most this much later than intended; latency counts from the intended time); 0 = each message at its own time, one write each")
 	fs.StringVar(&o.cfg.TopicPrefix, "topic-prefix", "eventswarm.probe", "topics are <prefix>.<run id>.<stream>")
@@ -86,6 +87,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	}
 	if o.cfg.Ledger.Window <= 0 || o.cfg.BarrierTimeout <= 0 || o.connectTimeout <= 0 {
 		errs = append(errs, errors.New("probe: --window, --barrier-timeout and --connect-timeout must be > 0"))
+	}
+	if o.cfg.ShareGroup != "" && o.Target.Protocol() != target.MQTT {
+		errs = append(errs, errors.New("probe: --share-group applies to MQTT targets (shared subscriptions are MQTT's)"))
 	}
 	if len(errs) > 0 {
 		return nil, cli.Usage(errors.Join(errs...))
@@ -184,8 +188,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	if err != nil {
 		return couldNotRun(fmt.Errorf("probe: cannot use %s: %w", tgt.Describe(), err))
 	}
-	fmt.Fprintf(stderr, "probe: run %s against %s: %d stream(s) × %g msg/s, %d subscriber(s), %s\n",
-		run, tgt.Describe(), o.cfg.Streams, o.cfg.Rate, o.cfg.Subscribers, durationText(o.cfg.Duration))
+	subs := fmt.Sprintf("%d subscriber(s)", o.cfg.Subscribers)
+	if g := o.cfg.ShareGroup; g != "" {
+		subs = fmt.Sprintf("share group %s of %d subscriber(s), each message expected once per group", g, o.cfg.Subscribers)
+	}
+	fmt.Fprintf(stderr, "probe: run %s against %s: %d stream(s) × %g msg/s, %s, %s\n",
+		run, tgt.Describe(), o.cfg.Streams, o.cfg.Rate, subs, durationText(o.cfg.Duration))
 
 	col := metrics.NewProbe(metrics.Info{Command: "probe", RunID: run.String(), Protocol: tgt.Protocol(), Target: tgt.Describe(),
 		Version: cli.Version(), Latency: o.cfg.Ledger.Latency, LostAfter: o.cfg.Ledger.LostAfter, Within: o.cfg.Ledger.Gates.Within})
@@ -274,6 +282,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	}
 	if err := report.Table(o.TableOut(stdout, stderr), out.Result); err != nil {
 		cli.PrintErr(stderr, "probe", err) // stdout gone (a closed pipe): the files still follow
+	}
+	if out.ShareGroup != "" {
+		fmt.Fprintf(o.TableOut(stdout, stderr), "share group %s: %d members; every message expected once per group (lost: no member got it; duplicate: the group got it twice)\n", out.ShareGroup, out.GroupSize)
 	}
 	if out.Interrupted {
 		fmt.Fprintln(stderr, "probe: the run was interrupted: the verdict cannot be a pass")

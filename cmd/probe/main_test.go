@@ -61,6 +61,32 @@ func garbageTCP(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// answerTCP answers every connection's first read with b (a scripted broker).
+func answerTCP(t *testing.T, b []byte) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 1024)
+				if _, err := c.Read(buf); err == nil {
+					c.Write(b)
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
 func TestUsageErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -79,6 +105,13 @@ func TestUsageErrors(t *testing.T) {
 		{"faults on real target", []string{"--target", "mqtt://127.0.0.1:1883", "--fault-drop", "0.1"}, "embedded"},
 		{"bad source addrs", []string{"--source-addrs", "127.0.0.2-127.0.0.x"}, "--source-addrs"},
 		{"stray argument", []string{"extra"}, "unexpected argument"},
+		{"mqtt5 scheme with --mqtt-version 3", []string{"--target", "mqtt5://127.0.0.1:1883", "--mqtt-version", "3"}, "--mqtt-version"},
+		{"bad --mqtt-version", []string{"--embedded", "mqtt", "--mqtt-version", "4"}, "--mqtt-version"},
+		{"--mqtt-version on http", []string{"--target", "http://127.0.0.1:1", "--mqtt-version", "5"}, "--mqtt-version"},
+		{"--session-expiry on 3.1.1", []string{"--target", "mqtt://127.0.0.1:1883", "--clean-session=false", "--session-expiry", "1m"}, "--session-expiry"},
+		{"--session-expiry with a clean session", []string{"--target", "mqtt5://127.0.0.1:1883", "--session-expiry", "1m"}, "--clean-session=false"},
+		{"--share-group on http", []string{"--share-group", "g"}, "--share-group"},
+		{"bad --share-group", []string{"--embedded", "mqtt", "--share-group", "a/b"}, "--share-group"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,6 +142,8 @@ func TestCouldNotRun(t *testing.T) {
 		{"mqtt port speaks garbage", []string{"--target", "mqtt://" + garbageTCP(t)}, "probe: cannot use"},
 		{"http port speaks garbage", []string{"--target", "http://" + garbageTCP(t)}, "probe: cannot use"},
 		{"mqtt to an http server", []string{"--target", "mqtt://" + strings.TrimPrefix(httpSrv.URL, "http://")}, "probe: cannot use"},
+		{"MQTT 5 CONNACK refusal", []string{"--target", "mqtt5://" + answerTCP(t, []byte{0x20, 3, 0, 0x87, 0})}, "the broker refused the connection: 0x87 not authorized"},
+		{"MQTT 3.1.1 CONNACK refusal", []string{"--target", "mqtt://" + answerTCP(t, []byte{0x20, 2, 0, 5})}, "Not Authorised"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

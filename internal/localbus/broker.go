@@ -150,8 +150,20 @@ func (h *faultHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	return packets.ErrServerUnavailable
 }
 
-// OnSessionEstablished closes a client that got in while an outage began.
+// OnSessionEstablished turns off the broker's outbound flow control for the
+// client and closes a client that got in while an outage began.
+//
+// Flow control: mochi-mqtt v2.7.9 deadlocks a client's session when it is on
+// (an MQTT 5 client's Receive Maximum; 3.1.1 clients have none): after each
+// packet it reads, it calls Inflight.NextImmediate, which read-locks the
+// in-flight map and then read-locks it again in GetAll; a writer waiting in
+// between (an acknowledgement being handled) blocks both for ever, and the
+// broker's Close with them. With the send quota 0 the broker sends as it does
+// to a 3.1.1 client, never waiting for a quota, and never takes that path.
+// eventswarm's client announces Receive Maximum 65535, far above what it
+// ever has in flight, so nothing it would see changes.
 func (h *faultHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	cl.State.Inflight.ResetSendQuota(0)
 	if h.b.outage.Load() != 0 {
 		h.disconnect(cl)
 	}

@@ -1,7 +1,10 @@
-// Package mqtt is eventswarm's MQTT transport (MQTT 3.1.1): a connection
-// loop of its own over paho's packets package (control packets) and a small
-// hand-written codec for the hot path (PUBLISH and its acknowledgements),
-// satisfying bus.Conn.
+// Package mqtt is eventswarm's MQTT transport (MQTT 3.1.1 and MQTT 5): a
+// connection loop of its own over paho's packets package (3.1.1 control
+// packets), a small MQTT 5 codec of its own (codec5.go: CONNECT, CONNACK,
+// SUBSCRIBE, SUBACK, DISCONNECT with reason codes and properties) and a
+// hand-written codec for the hot path (PUBLISH and its acknowledgements,
+// both versions), satisfying bus.Conn. Config.Version (or an mqtt5:// URL)
+// selects MQTT 5; see codec5.go for what it sends and honours.
 //
 // One Client holds the checked configuration (broker address, TLS, timeouts)
 // and the one timer all its connections share; Dial opens one Conn per
@@ -101,6 +104,7 @@ func (notConnectedError) Unwrap() error { return net.ErrClosed }
 type Client struct {
 	cfg     Config
 	ep      endpoint
+	v5      bool // MQTT 5
 	tls     *tls.Config
 	dialers []*net.Dialer // one per source address (or one with none)
 	next    atomic.Uint32 // round robin over dialers
@@ -125,7 +129,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Username == "" && ep.userSet {
 		cfg.Username, cfg.Password = ep.user, ep.password
 	}
-	c := &Client{cfg: cfg, ep: ep}
+	c := &Client{cfg: cfg, ep: ep, v5: cfg.Version == Version5}
 	if ep.ws {
 		var b strings.Builder
 		b.WriteString("User-Agent: eventswarm\r\n")
@@ -273,22 +277,26 @@ func (c *Client) Check(ctx context.Context) error {
 	defer stop()
 	_ = conn.SetDeadline(time.Now().Add(c.cfg.ConnectTimeout))
 
-	cp := packets.NewControlPacket(packets.Connect).(*packets.ConnectPacket)
-	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 4
-	cp.CleanSession = true
-	cp.ClientIdentifier = "eventswarm-check-" + strconv.FormatUint(rand.Uint64(), 36)
-	cp.Keepalive = uint16(c.cfg.KeepAlive / time.Second)
-	if c.cfg.Username != "" {
-		cp.UsernameFlag, cp.Username = true, c.cfg.Username
-		if c.cfg.Password != "" {
-			cp.PasswordFlag, cp.Password = true, []byte(c.cfg.Password)
-		}
-	}
-	if err := cp.Write(conn); err != nil {
+	id := "eventswarm-check-" + strconv.FormatUint(rand.Uint64(), 36)
+	if err := c.writeConnect(conn, id, true); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("mqtt: check: %w", ctx.Err())
 		}
 		return fmt.Errorf("mqtt: check: sending CONNECT to %s: %w: %w", c.ep.addr, bus.ErrProtocol, err)
+	}
+	if c.v5 {
+		ca, err := readConnack5(conn, c.cfg.MaxPacketSize)
+		if err == nil {
+			err = c.checkConnack5(ca)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("mqtt: check: %w", ctx.Err())
+			}
+			return fmt.Errorf("mqtt: check %s: %w", c.ep.addr, err)
+		}
+		_, _ = conn.Write([]byte{0xe0, 0})
+		return nil
 	}
 	_, rc, err := readConnack(bufio.NewReaderSize(conn, 64))
 	if err != nil {
@@ -326,22 +334,9 @@ func classifyReturnCode(rc byte) error {
 // CONNACK (0x20, length 2). Anything else, including EOF or silence, is
 // bus.ErrProtocol with a hint at what the peer looks like.
 func readConnack(r io.Reader) (sessionPresent bool, rc byte, err error) {
-	var b [4]byte
-	n, err := io.ReadFull(r, b[:])
+	b, n, err := readConnackHead(r)
 	if err != nil {
-		var ne net.Error
-		switch {
-		case n == 0 && errors.As(err, &ne) && ne.Timeout():
-			return false, 0, fmt.Errorf("no CONNACK before the connect timeout (not an MQTT broker?): %w: %w", bus.ErrProtocol, err)
-		case n == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
-			return false, 0, &closedError{err}
-		case n == 0:
-			return false, 0, fmt.Errorf("reading CONNACK: %w", err)
-		}
-		if b[0] == 0x20 {
-			return false, 0, fmt.Errorf("truncated CONNACK (%d bytes): %w: %w", n, bus.ErrProtocol, err)
-		}
-		// a short answer that is not a CONNACK: say what it looks like below
+		return false, 0, err
 	}
 	if b[0] != 0x20 || b[1] != 2 {
 		return false, 0, fmt.Errorf("the peer answered CONNECT with %s: %w", describeBytes(b[:n]), bus.ErrProtocol)
@@ -350,6 +345,109 @@ func readConnack(r io.Reader) (sessionPresent bool, rc byte, err error) {
 		return false, 0, fmt.Errorf("malformed CONNACK flags 0x%02x: %w", b[2], bus.ErrProtocol)
 	}
 	return b[2]&1 == 1, b[3], nil
+}
+
+// readConnackHead reads the first 4 bytes a broker answers CONNECT with
+// (every CONNACK has at least 4, so nothing after it is read). A short
+// answer that is not a CONNACK comes back with n < 4 and no error, for the
+// caller to describe.
+func readConnackHead(r io.Reader) (b [4]byte, n int, err error) {
+	n, err = io.ReadFull(r, b[:])
+	if err != nil {
+		var ne net.Error
+		switch {
+		case n == 0 && errors.As(err, &ne) && ne.Timeout():
+			return b, n, fmt.Errorf("no CONNACK before the connect timeout (not an MQTT broker?): %w: %w", bus.ErrProtocol, err)
+		case n == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
+			return b, n, &closedError{err}
+		case n == 0:
+			return b, n, fmt.Errorf("reading CONNACK: %w", err)
+		}
+		if b[0] == 0x20 {
+			return b, n, fmt.Errorf("truncated CONNACK (%d bytes): %w: %w", n, bus.ErrProtocol, err)
+		}
+		// a short answer that is not a CONNACK: the caller says what it looks like
+	}
+	return b, n, nil
+}
+
+// readConnack5 reads the CONNACK answering an MQTT 5 CONNECT, bounded by max
+// (the remaining length), reading nothing after it.
+func readConnack5(r io.Reader, max int) (connack, error) {
+	b, n, err := readConnackHead(r)
+	if err != nil {
+		return connack{}, err
+	}
+	if b[0] != 0x20 || n < 4 {
+		return connack{}, fmt.Errorf("the peer answered CONNECT with %s: %w", describeBytes(b[:n]), bus.ErrProtocol)
+	}
+	head := b[:]
+	rem, hl, err := parseVarint(head[1:])
+	if err == nil && hl == 0 { // a 4-byte remaining length: one more byte
+		var one [1]byte
+		if _, err := io.ReadFull(r, one[:]); err != nil {
+			return connack{}, fmt.Errorf("truncated CONNACK: %w: %w", bus.ErrProtocol, err)
+		}
+		head = append(head, one[0])
+		rem, hl, err = parseVarint(head[1:])
+	}
+	if err != nil || hl == 0 {
+		return connack{}, fmt.Errorf("%w: CONNACK remaining length", errMalformed)
+	}
+	if rem > max {
+		return connack{}, &PacketTooLargeError{Type: typeConnack, Declared: rem, Max: max}
+	}
+	have := head[1+hl:]
+	if rem < len(have) {
+		return connack{}, fmt.Errorf("%w: CONNACK of %d bytes", errMalformed, rem)
+	}
+	body := make([]byte, rem)
+	copy(body, have)
+	if _, err := io.ReadFull(r, body[len(have):]); err != nil {
+		return connack{}, fmt.Errorf("truncated CONNACK: %w: %w", bus.ErrProtocol, err)
+	}
+	return decodeConnack5(body)
+}
+
+// checkConnack5 turns a CONNACK that does not let us go on into its error:
+// a 3.1.1 answer (no MQTT 5), a refusal (reason >= 0x80) or a Maximum QoS
+// below ours.
+func (c *Client) checkConnack5(ca connack) error {
+	switch {
+	case ca.v3 && ca.code != 0:
+		msg, ok := packets.ConnackReturnCodes[ca.code]
+		if !ok {
+			msg = "unknown return code"
+		}
+		return fmt.Errorf("the broker answered with an MQTT 3.1.1 CONNACK, return code %d (%s): it does not speak MQTT 5 (use --mqtt-version 3): %w", ca.code, msg, bus.ErrProtocol)
+	case ca.v3:
+		return fmt.Errorf("the broker accepted an MQTT 5 CONNECT with an MQTT 3.1.1 CONNACK: %w", bus.ErrProtocol)
+	case ca.code >= 0x80:
+		return classifyReason5(ca.code, ca.reason)
+	case ca.code != 0:
+		return fmt.Errorf("%w: CONNACK reason %s", errMalformed, reasonCode(ca.code))
+	case ca.maxQoS < c.cfg.QoS:
+		return fmt.Errorf("the broker's Maximum QoS is %d, below --qos %d: %w", ca.maxQoS, c.cfg.QoS, ErrQoSDowngraded)
+	}
+	return nil
+}
+
+// writeConnect sends the CONNECT of client id in the Client's version.
+func (c *Client) writeConnect(w io.Writer, id string, clean bool) error {
+	if !c.v5 {
+		return c.connectPacket(id, clean).Write(w)
+	}
+	cp := connect5{
+		id: id, username: c.cfg.Username, password: c.cfg.Password, clean: clean,
+		keepAlive:  uint16(c.cfg.KeepAlive / time.Second),
+		receiveMax: 65535,
+		maxPacket:  uint32(min(1+4+c.cfg.MaxPacketSize, 0xffffffff)),
+	}
+	if !clean {
+		cp.sessionExpiry = uint32(c.cfg.SessionExpiry / time.Second)
+	}
+	_, err := w.Write(appendConnect5(nil, cp))
+	return err
 }
 
 // closedError is a connection closed before the first byte of a CONNACK.

@@ -62,18 +62,41 @@ func appendVarint(dst []byte, n int) []byte {
 	}
 }
 
-// publishLen is the remaining length of a PUBLISH.
-func publishLen(topic string, payload []byte, qos byte) int {
+// varintLen is the size of n's remaining-length encoding.
+func varintLen(n int) int {
+	switch {
+	case n < 128:
+		return 1
+	case n < 16384:
+		return 2
+	case n < 2097152:
+		return 3
+	}
+	return 4
+}
+
+// publishLen is the remaining length of a PUBLISH (MQTT 5: one byte more,
+// the empty property list).
+func publishLen(topic string, payload []byte, qos byte, v5 bool) int {
 	n := 2 + len(topic) + len(payload)
 	if qos > 0 {
 		n += 2
 	}
+	if v5 {
+		n++
+	}
 	return n
 }
 
-// appendPublish appends a PUBLISH packet. id is ignored at QoS 0. The caller
-// checks that the topic fits in 65535 bytes and the packet in maxRemaining.
+// appendPublish appends an MQTT 3.1.1 PUBLISH packet (appendPublishV).
 func appendPublish(dst []byte, topic string, payload []byte, qos byte, dup, retain bool, id uint16) []byte {
+	return appendPublishV(dst, false, topic, payload, qos, dup, retain, id)
+}
+
+// appendPublishV appends a PUBLISH packet; on MQTT 5 (v5) with an empty
+// property list. id is ignored at QoS 0. The caller checks that the topic
+// fits in 65535 bytes and the packet in maxRemaining.
+func appendPublishV(dst []byte, v5 bool, topic string, payload []byte, qos byte, dup, retain bool, id uint16) []byte {
 	h := byte(typePublish<<4) | qos<<1
 	if dup {
 		h |= 0x08
@@ -82,11 +105,14 @@ func appendPublish(dst []byte, topic string, payload []byte, qos byte, dup, reta
 		h |= 0x01
 	}
 	dst = append(dst, h)
-	dst = appendVarint(dst, publishLen(topic, payload, qos))
+	dst = appendVarint(dst, publishLen(topic, payload, qos, v5))
 	dst = append(dst, byte(len(topic)>>8), byte(len(topic)))
 	dst = append(dst, topic...)
 	if qos > 0 {
 		dst = append(dst, byte(id>>8), byte(id))
+	}
+	if v5 {
+		dst = append(dst, 0) // no properties
 	}
 	return append(dst, payload...)
 }
@@ -110,8 +136,13 @@ type publish struct {
 	retain  bool
 }
 
-// decodePublish decodes a PUBLISH from its first byte and body.
-func decodePublish(hdr byte, body []byte) (publish, error) {
+// decodePublish decodes an MQTT 3.1.1 PUBLISH from its first byte and body.
+func decodePublish(hdr byte, body []byte) (publish, error) { return decodePublishV(hdr, body, false) }
+
+// decodePublishV decodes a PUBLISH from its first byte and body; on MQTT 5
+// (v5) its properties are skipped (bounded by the body) and an empty topic
+// (a topic alias, which we never allow) is malformed.
+func decodePublishV(hdr byte, body []byte, v5 bool) (publish, error) {
 	p := publish{qos: (hdr >> 1) & 3, dup: hdr&0x08 != 0, retain: hdr&0x01 != 0}
 	if p.qos == 3 {
 		return publish{}, fmt.Errorf("%w: PUBLISH with QoS 3", errMalformed)
@@ -136,6 +167,15 @@ func decodePublish(hdr byte, body []byte) (publish, error) {
 		rest = rest[2:]
 		if p.id == 0 {
 			return publish{}, fmt.Errorf("%w: PUBLISH QoS %d with packet ID 0", errMalformed, p.qos)
+		}
+	}
+	if v5 {
+		if tl == 0 {
+			return publish{}, errTopicAlias
+		}
+		var err error
+		if rest, err = skipPublishProps(rest); err != nil {
+			return publish{}, err
 		}
 	}
 	p.payload = rest

@@ -337,3 +337,22 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// TestAppendUnsubscribe: the UNSUBSCRIBE encoder matches paho's packet for
+// MQTT 3.1.1, and carries an empty property list on MQTT 5.
+func TestAppendUnsubscribe(t *testing.T) {
+	topics := []string{"a/b", "learner-1.ctl", ""}
+	up := packets.NewControlPacket(packets.Unsubscribe).(*packets.UnsubscribePacket)
+	up.MessageID, up.Topics = 0xff07, topics
+	var want bytes.Buffer
+	if err := up.Write(&want); err != nil {
+		t.Fatal(err)
+	}
+	if got := appendUnsubscribe(nil, 0xff07, topics, false); !bytes.Equal(got, want.Bytes()) {
+		t.Errorf("3.1.1: % x, paho writes % x", got, want.Bytes())
+	}
+	got5 := appendUnsubscribe(nil, 0xff07, []string{"t"}, true)
+	if want5 := []byte{0xa2, 6, 0xff, 0x07, 0, 0, 1, 't'}; !bytes.Equal(got5, want5) {
+		t.Errorf("5: % x, want % x", got5, want5)
+	}
+}

@@ -24,6 +24,17 @@ const (
 	// DefaultMaxPacketSize is the largest packet accepted from a broker when
 	// neither MaxPacketSize nor PayloadSize says otherwise.
 	DefaultMaxPacketSize = 1 << 20
+	// DefaultSessionExpiry is how long an MQTT 5 broker keeps a persistent
+	// session (CleanSession false) after its connection ends, unless
+	// Config.SessionExpiry says otherwise: long enough for a reconnect or a
+	// broker restart, short enough that a run's sessions do not pile up.
+	DefaultSessionExpiry = 5 * time.Minute
+)
+
+// Protocol versions for Config.Version.
+const (
+	Version311 = 3 // MQTT 3.1.1 (protocol level 4)
+	Version5   = 5 // MQTT 5
 )
 
 // MaxPacketFor is the packet bound for deliveries of payloads up to payload
@@ -41,8 +52,18 @@ type Config struct {
 	// mqtt://, ssl:// and tls:// of mqtts://. mqtt+ws://host[:port][/path]
 	// (default port 80, path /mqtt) and mqtt+wss://… (TLS, default port 443)
 	// are MQTT over WebSocket. User info in the URL (mqtt://user:pass@host)
-	// is used when Username is empty.
+	// is used when Username is empty. mqtt5://, mqtt5s://, mqtt5+ws:// and
+	// mqtt5+wss:// are the same with MQTT 5.
 	URL string
+	// Version is the MQTT version: Version311 or Version5; 0 means by the URL
+	// scheme (mqtt5…:// is MQTT 5, every other scheme 3.1.1). An mqtt5
+	// scheme with Version311 is a configuration error.
+	Version int
+	// SessionExpiry is MQTT 5's Session Expiry Interval, sent when
+	// CleanSession is false: how long the broker keeps the session after the
+	// connection ends (whole seconds, default DefaultSessionExpiry). With
+	// CleanSession true the session ends with the connection, as on 3.1.1.
+	SessionExpiry time.Duration
 	// Headers are extra request headers of the WebSocket upgrade (mqtt+ws,
 	// mqtt+wss only); their values are never shown.
 	Headers []Header
@@ -102,6 +123,7 @@ type endpoint struct {
 	addr     string // host:port
 	host     string // for TLS ServerName
 	tls      bool
+	v5       bool   // an mqtt5 scheme
 	ws       bool   // MQTT over WebSocket (mqtt+ws, mqtt+wss)
 	path     string // the WebSocket request path (ws only)
 	rawPath  string // its encoding, when not the default one
@@ -135,6 +157,15 @@ func (c Config) withDefaults() Config {
 	if c.Backoff == (backoff.Config{}) {
 		c.Backoff = backoff.Default
 	}
+	if c.Version == 0 {
+		c.Version = Version311
+		if ep, err := parseURL(c.URL); err == nil && ep.v5 {
+			c.Version = Version5
+		}
+	}
+	if c.SessionExpiry == 0 {
+		c.SessionExpiry = DefaultSessionExpiry
+	}
 	if c.MaxPacketSize == 0 {
 		c.MaxPacketSize = DefaultMaxPacketSize
 		if c.PayloadSize > 0 {
@@ -150,6 +181,17 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, err := parseURL(c.URL); err != nil {
 		errs = append(errs, err)
+	}
+	switch c.Version {
+	case 0, Version311, Version5:
+	default:
+		errs = append(errs, fmt.Errorf("mqtt: --mqtt-version must be 3 (3.1.1) or 5, got %d", c.Version))
+	}
+	if ep, err := parseURL(c.URL); err == nil && ep.v5 && c.Version == Version311 {
+		errs = append(errs, fmt.Errorf("mqtt: --target %s asks for MQTT 5 but --mqtt-version is 3; drop one (or use mqtt://)", ep.shown))
+	}
+	if c.SessionExpiry < 0 || c.SessionExpiry > 0xffffffff*time.Second || c.SessionExpiry > 0 && c.SessionExpiry < time.Second {
+		errs = append(errs, fmt.Errorf("mqtt: --session-expiry must be 0 (default) or 1s..%ds, got %v", uint32(0xffffffff), c.SessionExpiry))
 	}
 	if c.QoS > 2 {
 		errs = append(errs, fmt.Errorf("mqtt: --qos must be 0, 1 or 2, got %d", c.QoS))
@@ -218,7 +260,11 @@ func parseURL(raw string) (endpoint, error) {
 	shown := u.Redacted()
 	var ep endpoint
 	var port string
-	switch strings.ToLower(u.Scheme) {
+	scheme := strings.ToLower(u.Scheme)
+	if rest, ok := strings.CutPrefix(scheme, "mqtt5"); ok {
+		ep.v5, scheme = true, "mqtt"+rest
+	}
+	switch scheme {
 	case "mqtt", "tcp":
 		port = "1883"
 	case "mqtts", "ssl", "tls":
@@ -228,7 +274,7 @@ func parseURL(raw string) (endpoint, error) {
 	case "mqtt+wss":
 		port, ep.ws, ep.tls = "443", true, true
 	default:
-		return endpoint{}, fmt.Errorf("mqtt: --target %q: scheme %q is not supported; use mqtt://host:1883, mqtts://host:8883, mqtt+ws://host:port/mqtt or mqtt+wss://host:port/mqtt", shown, u.Scheme)
+		return endpoint{}, fmt.Errorf("mqtt: --target %q: scheme %q is not supported; use mqtt://host:1883, mqtts://host:8883, mqtt+ws://host:port/mqtt or mqtt+wss://host:port/mqtt (mqtt5://… for MQTT 5)", shown, u.Scheme)
 	}
 	ep.shown = shown
 	if u.Opaque != "" || u.Host == "" || u.Hostname() == "" {

@@ -25,6 +25,49 @@ func conformanceDialer(t *testing.T, addr string) bus.Dialer {
 	}).Dial)
 }
 
+// conformanceDialer5 is conformanceDialer on MQTT 5 (scheme is mqtt5 or mqtt5+ws).
+func conformanceDialer5(scheme string) func(t *testing.T, addr string) bus.Dialer {
+	return func(t *testing.T, addr string) bus.Dialer {
+		path := ""
+		if scheme == "mqtt5+ws" {
+			path = "/mqtt"
+		}
+		return bus.DialerOf(newClient(t, Config{
+			URL: scheme + "://" + addr + path, QoS: 1, QoSSet: true, PublishTimeout: 10 * time.Minute, Backoff: fastBackoff,
+		}).Dial)
+	}
+}
+
+// TestConformance5 runs the suite on MQTT 5 against the embedded broker,
+// over TCP and WebSocket.
+func TestConformance5(t *testing.T) {
+	lb, err := localbus.Start(localbus.Config{MQTTWSAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lb.Close() })
+	t.Run("tcp", func(t *testing.T) {
+		bustest.Run(t, bustest.Transport{Addr: lb.MQTTAddr(), Dialer: conformanceDialer5("mqtt5")})
+	})
+	t.Run("ws", func(t *testing.T) {
+		bustest.Run(t, bustest.Transport{Addr: lb.MQTTWSAddr(), Dialer: conformanceDialer5("mqtt5+ws")})
+	})
+}
+
+// TestMosquittoConformance5 runs the suite on MQTT 5 against Mosquitto.
+func TestMosquittoConformance5(t *testing.T) {
+	addr := os.Getenv("EVENTSWARM_MOSQUITTO")
+	if addr == "" {
+		t.Skip("set EVENTSWARM_MOSQUITTO=host:port (see .ci/run) to run against Mosquitto")
+	}
+	bustest.Run(t, bustest.Transport{Addr: addr, Dialer: conformanceDialer5("mqtt5")})
+	if ws := os.Getenv("EVENTSWARM_MOSQUITTO_WS"); ws != "" {
+		t.Run("ws", func(t *testing.T) {
+			bustest.Run(t, bustest.Transport{Addr: ws, Dialer: conformanceDialer5("mqtt5+ws")})
+		})
+	}
+}
+
 // TestConformance runs the bus.Conn suite against the embedded bus's MQTT broker.
 func TestConformance(t *testing.T) {
 	lb, err := localbus.Start(localbus.Config{})

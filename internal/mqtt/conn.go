@@ -108,10 +108,25 @@ func (c *Conn) connect() (*epoch, bool, error) {
 		return nil, false, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(cl.cfg.ConnectTimeout))
-	if err := cl.connectPacket(c.id).Write(conn); err != nil {
+	if err := cl.writeConnect(conn, c.id, *cl.cfg.CleanSession); err != nil {
 		return fail(fmt.Errorf("mqtt: connect: sending CONNECT to %s: %w", cl.ep.addr, err))
 	}
-	sp, rc, err := readConnack(conn)
+	var (
+		sp bool
+		rc byte
+		ca connack
+	)
+	if cl.v5 {
+		ca, err = readConnack5(conn, cl.cfg.MaxPacketSize)
+		if err == nil {
+			if err = cl.checkConnack5(ca); err != nil {
+				return fail(fmt.Errorf("mqtt: connect %s: %w", cl.ep.addr, err))
+			}
+		}
+		sp = ca.sessionPresent
+	} else {
+		sp, rc, err = readConnack(conn)
+	}
 	if err != nil {
 		var ce *closedError
 		if errors.As(err, &ce) {
@@ -130,16 +145,16 @@ func (c *Conn) connect() (*epoch, bool, error) {
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		return fail(fmt.Errorf("mqtt: connect: %w", err))
 	}
-	e := newEpoch(c, conn)
+	e := newEpoch(c, conn, ca)
 	cl.keeper.add(e)
 	return e, sp, nil
 }
 
-// connectPacket is the CONNECT of client id.
-func (cl *Client) connectPacket(id string) *packets.ConnectPacket {
+// connectPacket is the MQTT 3.1.1 CONNECT of client id.
+func (cl *Client) connectPacket(id string, clean bool) *packets.ConnectPacket {
 	cp := packets.NewControlPacket(packets.Connect).(*packets.ConnectPacket)
 	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 4
-	cp.CleanSession = *cl.cfg.CleanSession
+	cp.CleanSession = clean
 	cp.ClientIdentifier = id
 	cp.Keepalive = uint16(cl.cfg.KeepAlive / time.Second)
 	if cl.cfg.Username != "" {
@@ -203,7 +218,7 @@ func (c *Conn) read(ep *epoch) error {
 		}
 		switch hdr >> 4 {
 		case typePublish:
-			p, err := decodePublish(hdr, body)
+			p, err := decodePublishV(hdr, body, ep.v5)
 			if err != nil {
 				return err
 			}
@@ -218,24 +233,56 @@ func (c *Conn) read(ep *epoch) error {
 				ep.mu.Unlock()
 			}
 		case typePuback, typePubrec, typePubcomp, typePubrel:
-			id, err := decodeAck(hdr, body)
+			var (
+				id     uint16
+				reason byte
+				err    error
+			)
+			if ep.v5 {
+				id, reason, err = decodeAck5(hdr, body)
+			} else {
+				id, err = decodeAck(hdr, body)
+			}
 			if err != nil {
 				return err
 			}
-			ep.onAck(hdr>>4, id)
+			if reason >= 0x80 {
+				ep.onAckFailed(hdr>>4, id, reason, ackReasonString(body))
+			} else {
+				ep.onAck(hdr>>4, id)
+			}
 		case typeSuback:
 			if hdr&0x0f != 0 || len(body) < 3 {
 				return fmt.Errorf("%w: SUBACK of %d bytes with flags 0x%x", errMalformed, len(body), hdr&0x0f)
 			}
-			cp, _ := packets.NewControlPacketWithHeader(packets.FixedHeader{MessageType: packets.Suback, RemainingLength: len(body)})
-			sa := cp.(*packets.SubackPacket)
-			if err := sa.Unpack(bytes.NewReader(body)); err != nil {
-				return fmt.Errorf("%w: SUBACK: %w", errMalformed, err)
+			var sa suback
+			if ep.v5 {
+				id, codes, reason, err := decodeSuback5(body)
+				if err != nil {
+					return err
+				}
+				sa = suback{id: id, codes: append([]byte(nil), codes...), reason: reason}
+			} else {
+				cp, _ := packets.NewControlPacketWithHeader(packets.FixedHeader{MessageType: packets.Suback, RemainingLength: len(body)})
+				pk := cp.(*packets.SubackPacket)
+				if err := pk.Unpack(bytes.NewReader(body)); err != nil {
+					return fmt.Errorf("%w: SUBACK: %w", errMalformed, err)
+				}
+				sa = suback{id: pk.MessageID, codes: pk.ReturnCodes}
 			}
 			select {
-			case ep.subacks <- suback{id: sa.MessageID, codes: sa.ReturnCodes}:
+			case ep.subacks <- sa:
 			default: // nobody waits: a late answer
 			}
+		case typeDisconnect:
+			if !ep.v5 {
+				return fmt.Errorf("mqtt: the broker sent an unexpected packet of type %d: %w", hdr>>4, bus.ErrProtocol)
+			}
+			de, err := decodeDisconnect5(hdr, body)
+			if err != nil {
+				return err
+			}
+			return de
 		case typeUnsuback:
 			if hdr&0x0f != 0 || len(body) < 2 {
 				return fmt.Errorf("%w: UNSUBACK of %d bytes with flags 0x%x", errMalformed, len(body), hdr&0x0f)
@@ -292,6 +339,44 @@ func (e *epoch) onAck(typ byte, id uint16) {
 	case typ == typePuback && p.qos == 1, typ == typePubcomp && p.qos == 2:
 		e.freeID(id)
 		e.complete(p, nil)
+		e.popDone()
+	}
+}
+
+// onAckFailed handles an MQTT 5 acknowledgement with a failure reason code
+// (>= 0x80). PUBACK or PUBREC: the broker did not accept the publish, which
+// fails (not an unknown outcome), and the QoS 2 exchange ends there (no
+// PUBREL). PUBCOMP: the broker accepted the message at PUBREC but lost
+// track of it (0x92 packet identifier not found): the outcome is unknown.
+// PUBREL: the broker lost our PUBREC; we complete our side anyway.
+func (e *epoch) onAckFailed(typ byte, id uint16, reason byte, said string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if typ == typePubrel {
+		e.wbuf = appendAck(e.wbuf, typePubcomp, id)
+		return
+	}
+	p := e.slot(id)
+	switch {
+	case p == nil:
+		return
+	case p == zombie:
+		e.freeID(id) // the exchange ends here either way
+		return
+	case typ == typePuback && p.qos == 1, typ == typePubrec && p.qos == 2 && p.state == stWait, typ == typePubcomp && p.qos == 2:
+		var err error
+		name := map[byte]string{typePuback: "PUBACK", typePubrec: "PUBREC", typePubcomp: "PUBCOMP"}[typ]
+		msg := "mqtt: publish refused by the broker: " + name + " " + reasonCode(reason)
+		if said != "" {
+			msg += " (broker says " + said + ")"
+		}
+		if typ == typePubcomp {
+			err = fmt.Errorf("%s: %w", msg, bus.ErrUnknownOutcome)
+		} else {
+			err = fmt.Errorf("%s: %w", msg, bus.ErrRefused)
+		}
+		e.freeID(id)
+		e.complete(p, err)
 		e.popDone()
 	}
 }
@@ -499,7 +584,7 @@ func (c *Conn) Subscribe(ctx context.Context, topics []string) error {
 	now := time.Now()
 	c.h.HandleEvent(bus.Event{Kind: bus.Subscribed, At: now, Latency: now.Sub(start), Granted: granted, Err: err})
 	for i, t := range topics {
-		if granted[i] != 0x80 && !contains(c.topics, t) {
+		if granted[i] <= 2 && !contains(c.topics, t) {
 			c.topics = append(c.topics, t)
 		}
 	}
@@ -521,20 +606,32 @@ func contains(list []string, s string) bool {
 // with smu held.
 func (c *Conn) subscribe(ctx context.Context, ep *epoch, topics []string) (granted []byte, err error) {
 	qos := c.client.cfg.QoS
-	sp := packets.NewControlPacket(packets.Subscribe).(*packets.SubscribePacket)
 	ep.mu.Lock()
 	ep.subID++
 	id := subscribeIDBase + ep.subID%0xff
 	ep.mu.Unlock()
-	sp.MessageID = id
-	sp.Topics = topics
-	sp.Qoss = bytes.Repeat([]byte{qos}, len(topics))
 	var b bytes.Buffer
-	if err := sp.Write(&b); err != nil {
-		return nil, fmt.Errorf("mqtt: subscribe: %w", err)
+	if ep.v5 {
+		for _, t := range topics {
+			if len(t) > 65535 {
+				return nil, fmt.Errorf("mqtt: subscribe: topic filter of %d bytes, at most 65535", len(t))
+			}
+		}
+		b.Write(appendSubscribe5(nil, id, topics, qos))
+	} else {
+		sp := packets.NewControlPacket(packets.Subscribe).(*packets.SubscribePacket)
+		sp.MessageID = id
+		sp.Topics = topics
+		sp.Qoss = bytes.Repeat([]byte{qos}, len(topics))
+		if err := sp.Write(&b); err != nil {
+			return nil, fmt.Errorf("mqtt: subscribe: %w", err)
+		}
 	}
 	if b.Len() > maxRemaining {
 		return nil, fmt.Errorf("mqtt: subscribe: SUBSCRIBE of %d bytes is too large", b.Len())
+	}
+	if ep.maxOut > 0 && b.Len() > ep.maxOut {
+		return nil, fmt.Errorf("mqtt: subscribe: SUBSCRIBE of %d bytes, more than the broker's Maximum Packet Size %d: %w", b.Len(), ep.maxOut, bus.ErrRefused)
 	}
 	ep.mu.Lock()
 	if ep.dead || ep.werr != nil {
@@ -567,18 +664,26 @@ func (c *Conn) subscribe(ctx context.Context, ep *epoch, topics []string) (grant
 		return nil, fmt.Errorf("mqtt: subscribe: SUBACK with %d return codes for %d topics: %w", len(sa.codes), len(topics), bus.ErrProtocol)
 	}
 	granted = sa.codes
-	var refused, downgraded []string
+	var refused, downgraded, reasons []string
 	for i, topic := range topics {
 		g := granted[i]
 		switch {
 		case g == 0x80 || g > 2:
 			refused = append(refused, topic)
+			reasons = append(reasons, fmt.Sprintf("%q: %s", topic, reasonCode(g)))
 		case g < qos:
 			downgraded = append(downgraded, fmt.Sprintf("%s: granted %d, requested %d", topic, g, qos))
 		}
 	}
 	var errs []error
-	if len(refused) > 0 {
+	switch {
+	case len(refused) > 0 && ep.v5:
+		said := ""
+		if sa.reason != "" {
+			said = " (broker says " + sa.reason + ")"
+		}
+		errs = append(errs, fmt.Errorf("mqtt: subscription refused by the broker: %s%s: %w", strings.Join(reasons, ", "), said, bus.ErrRefused))
+	case len(refused) > 0:
 		errs = append(errs, fmt.Errorf("mqtt: subscription refused by the broker (not authorized?) for %q: %w", refused, bus.ErrRefused))
 	}
 	if len(downgraded) > 0 {

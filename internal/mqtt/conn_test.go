@@ -20,6 +20,7 @@ import (
 func serveEcho(c net.Conn) {
 	rd := newReader(c, 1<<20)
 	out := make([]byte, 0, 64<<10)
+	v5 := false
 	for {
 		hdr, body, err := rd.next()
 		if err != nil {
@@ -28,7 +29,11 @@ func serveEcho(c net.Conn) {
 		out = out[:0]
 		switch hdr >> 4 {
 		case 1: // CONNECT
-			out = append(out, 0x20, 2, 0, 0)
+			if v5 = len(body) > 6 && body[6] == 5; v5 {
+				out = append(out, 0x20, 3, 0, 0, 0)
+			} else {
+				out = append(out, 0x20, 2, 0, 0)
+			}
 		case typePublish:
 			p, err := decodePublish(hdr, body)
 			if err != nil {
@@ -83,11 +88,13 @@ func TestPublishDeliverAllocs(t *testing.T) {
 	}
 	f := startFake(t, serveEcho)
 	for _, tc := range []struct {
-		qos    byte
-		linger time.Duration
-	}{{0, 0}, {1, 0}, {2, 0}, {0, 100 * time.Microsecond}, {1, 100 * time.Microsecond}} {
+		qos     byte
+		linger  time.Duration
+		version int
+	}{{0, 0, 3}, {1, 0, 3}, {2, 0, 3}, {0, 100 * time.Microsecond, 3}, {1, 100 * time.Microsecond, 3},
+		{0, 0, 5}, {1, 0, 5}, {2, 0, 5}, {1, 100 * time.Microsecond, 5}} {
 		qos := tc.qos
-		c := newClient(t, Config{URL: "mqtt://" + f.addr(), QoS: qos, QoSSet: true, Linger: tc.linger})
+		c := newClient(t, Config{URL: "mqtt://" + f.addr(), QoS: qos, QoSSet: true, Linger: tc.linger, Version: tc.version})
 		var h countHandler
 		conn := dial(t, c, context.Background(), "alloc", &h)
 		payload := make([]byte, 128)
@@ -105,7 +112,7 @@ func TestPublishDeliverAllocs(t *testing.T) {
 			}
 		})
 		if allocs != 0 {
-			t.Errorf("qos %d linger %v: %v allocs per publish+delivery, want 0", qos, tc.linger, allocs)
+			t.Errorf("MQTT %d qos %d linger %v: %v allocs per publish+delivery, want 0", tc.version, qos, tc.linger, allocs)
 		}
 		if h.bad.Load() != 0 {
 			t.Errorf("qos %d: %d deliveries with the wrong topic or payload", qos, h.bad.Load())

@@ -35,6 +35,13 @@ type epoch struct {
 
 	topics map[string]string // delivery topics seen, so a topic string is not allocated per message
 
+	// Set at connect, read-only after: the protocol and what the broker's
+	// CONNACK allows (MQTT 5; 3.1.1 has no such limits).
+	v5        bool
+	maxOut    int   // the broker's Maximum Packet Size (whole packet), 0 = none
+	window    int   // QoS 1/2 publishes in flight at most: the broker's Receive Maximum
+	keepAlive int64 // ns: ours, or the broker's Server Keep Alive
+
 	mu        sync.Mutex
 	cond      sync.Cond // QoS 0 waiters: written advanced or werr set
 	condWait  int
@@ -66,9 +73,10 @@ type epoch struct {
 
 // suback is a SUBACK (codes, one per topic) or an UNSUBACK (unsub).
 type suback struct {
-	id    uint16
-	codes []byte
-	unsub bool
+	id     uint16
+	codes  []byte
+	reason string // MQTT 5 Reason String, quoted, or ""
+	unsub  bool
 }
 
 // zombie marks a packet ID whose publish expired (outcome unknown) but whose
@@ -78,8 +86,12 @@ var zombie = &pub{}
 
 var errEpochDead = errors.New("mqtt: connection lost")
 
-func newEpoch(c *Conn, conn net.Conn) *epoch {
+func newEpoch(c *Conn, conn net.Conn, ca connack) *epoch {
+	cfg := &c.client.cfg
 	e := &epoch{
+		v5:         c.client.v5,
+		window:     maxSlots - 1,
+		keepAlive:  int64(cfg.KeepAlive),
 		c:          c,
 		conn:       conn,
 		deadCh:     make(chan struct{}),
@@ -87,6 +99,15 @@ func newEpoch(c *Conn, conn net.Conn) *epoch {
 		nextID:     1,
 		readerDone: make(chan struct{}),
 		lastWrite:  time.Now().UnixNano(),
+	}
+	if e.v5 {
+		e.maxOut = int(min(ca.maxPacket, 1<<31-1))
+		if ca.receiveMax > 0 {
+			e.window = min(e.window, int(ca.receiveMax))
+		}
+		if ca.keepAlive >= 0 {
+			e.keepAlive = int64(ca.keepAlive) * int64(time.Second)
+		}
 	}
 	e.cond.L = &e.mu
 	e.rd = newReader(conn, c.client.cfg.MaxPacketSize)
@@ -168,6 +189,9 @@ func (e *epoch) kill(cause error) {
 
 // allocID returns a free packet ID, or 0 when the window is full. Called with mu.
 func (e *epoch) allocID() uint16 {
+	if e.used >= e.window {
+		return 0 // the broker's Receive Maximum
+	}
 	if e.used*2 >= len(e.slots) && len(e.slots) < maxSlots {
 		n := max(firstSlots, 2*len(e.slots))
 		s := make([]*pub, n)
@@ -239,8 +263,12 @@ func (e *epoch) send(p *pub, topic string, payload []byte, hold bool) error {
 	if len(topic) > 65535 {
 		return fmt.Errorf("mqtt: publish: topic of %d bytes, at most 65535", len(topic))
 	}
-	if n := publishLen(topic, payload, qos); n > maxRemaining {
+	n := publishLen(topic, payload, qos, e.v5)
+	if n > maxRemaining {
 		return fmt.Errorf("mqtt: publish: packet of %d bytes, at most %d", n, maxRemaining)
+	}
+	if e.maxOut > 0 && 1+varintLen(n)+n > e.maxOut {
+		return fmt.Errorf("mqtt: publish: packet of %d bytes, more than the broker's Maximum Packet Size %d: %w", 1+varintLen(n)+n, e.maxOut, bus.ErrRefused)
 	}
 	e.mu.Lock()
 	if e.dead || e.werr != nil {
@@ -265,7 +293,7 @@ func (e *epoch) send(p *pub, topic string, payload []byte, hold bool) error {
 		e.fifo.push(p)
 	}
 	before := len(e.wbuf)
-	e.wbuf = appendPublish(e.wbuf, topic, payload, qos, false, false, id)
+	e.wbuf = appendPublishV(e.wbuf, e.v5, topic, payload, qos, false, false, id)
 	e.queued += uint64(len(e.wbuf) - before)
 	p.end = e.queued
 	if hold && len(e.wbuf) < lingerMax {
@@ -397,7 +425,7 @@ func (e *epoch) onTick(now int64) {
 		p.release()
 	}
 	kill, ping := false, false
-	if ka := int64(cfg.KeepAlive); ka > 0 {
+	if ka := e.keepAlive; ka > 0 {
 		switch {
 		case e.pingAt != 0:
 			kill = now-e.pingAt > int64(cfg.ConnectTimeout)

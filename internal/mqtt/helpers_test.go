@@ -46,7 +46,13 @@ type testHook struct {
 func (h *testHook) ID() string { return "eventswarm-test" }
 
 func (h *testHook) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnSessionEstablished
+}
+
+// OnSessionEstablished turns off mochi's outbound flow control, which
+// deadlocks in v2.7.9 (see localbus's faultHook.OnSessionEstablished).
+func (h *testHook) OnSessionEstablished(cl *mochi.Client, _ mpackets.Packet) {
+	cl.State.Inflight.ResetSendQuota(0)
 }
 
 func (h *testHook) OnConnectAuthenticate(_ *mochi.Client, pk mpackets.Packet) bool {

@@ -1,15 +1,12 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"time"
-
-	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Unsubscribe ends the subscription to topics in one UNSUBSCRIBE packet and
@@ -31,26 +28,25 @@ func (c *Conn) Unsubscribe(ctx context.Context, topics []string) error {
 	if ep == nil {
 		return ErrNotConnected
 	}
-	up := packets.NewControlPacket(packets.Unsubscribe).(*packets.UnsubscribePacket)
 	ep.mu.Lock()
 	ep.subID++
 	id := subscribeIDBase + ep.subID%0xff
 	ep.mu.Unlock()
-	up.MessageID = id
-	up.Topics = topics
-	var b bytes.Buffer
-	if err := up.Write(&b); err != nil {
-		return fmt.Errorf("mqtt: unsubscribe: %w", err)
+	for _, t := range topics {
+		if len(t) > 65535 {
+			return fmt.Errorf("mqtt: unsubscribe: topic filter of %d bytes, at most 65535", len(t))
+		}
 	}
-	if b.Len() > maxRemaining {
-		return fmt.Errorf("mqtt: unsubscribe: UNSUBSCRIBE of %d bytes is too large", b.Len())
+	b := appendUnsubscribe(nil, id, topics, ep.v5)
+	if len(b) > maxRemaining {
+		return fmt.Errorf("mqtt: unsubscribe: UNSUBSCRIBE of %d bytes is too large", len(b))
 	}
 	ep.mu.Lock()
 	if ep.dead || ep.werr != nil {
 		ep.mu.Unlock()
 		return ErrNotConnected
 	}
-	ep.wbuf = append(ep.wbuf, b.Bytes()...)
+	ep.wbuf = append(ep.wbuf, b...)
 	ep.flushLocked()
 	ep.mu.Unlock()
 
@@ -70,4 +66,27 @@ func (c *Conn) Unsubscribe(ctx context.Context, topics []string) error {
 			return fmt.Errorf("mqtt: unsubscribe: no UNSUBACK within %v: %w", c.client.cfg.PublishTimeout, os.ErrDeadlineExceeded)
 		}
 	}
+}
+
+// appendUnsubscribe appends an UNSUBSCRIBE packet (MQTT 5: with an empty
+// property list) for topics with packet id.
+func appendUnsubscribe(dst []byte, id uint16, topics []string, v5 bool) []byte {
+	n := 2
+	if v5 {
+		n++
+	}
+	for _, t := range topics {
+		n += 2 + len(t)
+	}
+	dst = append(dst, 0xa2)
+	dst = appendVarint(dst, n)
+	dst = append(dst, byte(id>>8), byte(id))
+	if v5 {
+		dst = append(dst, 0)
+	}
+	for _, t := range topics {
+		dst = append(dst, byte(len(t)>>8), byte(len(t)))
+		dst = append(dst, t...)
+	}
+	return dst
 }

@@ -33,6 +33,7 @@ import (
 	"math"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,11 @@ type Config struct {
 	Ledger verify.Config
 	// MaxStreams is the most streams a subscriber may multiplex (255 for long-poll).
 	MaxStreams int
+	// ShareGroup, if set, makes the subscribers one MQTT shared subscription
+	// (share group): each subscribes to $share/<ShareGroup>/<topic>, the
+	// broker delivers each message to one member, and a message is expected
+	// exactly once per group, not per subscriber (see group in run.go).
+	ShareGroup string
 	// ResubscribeOnConnect: after a reconnect the transport resubscribes and
 	// confirms with a Subscribed event (MQTT); otherwise (long-poll) being
 	// connected again means being subscribed again, cursor kept.
@@ -156,6 +162,9 @@ func (c Config) Validate() error {
 	if c.Tick < 0 || c.Tick > 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("probe: --send-tick must be in [0, 100ms], got %v", c.Tick))
 	}
+	if c.ShareGroup != "" && (strings.ContainsAny(c.ShareGroup, "/+#") || len(c.ShareGroup) > 128) {
+		errs = append(errs, fmt.Errorf("probe: --share-group %q: a name of at most 128 bytes without '/', '+' or '#'", c.ShareGroup))
+	}
 	if c.InFlight < 1 {
 		errs = append(errs, fmt.Errorf("probe: in-flight publishes must be >= 1, got %d", c.InFlight))
 	}
@@ -208,9 +217,13 @@ type Outcome struct {
 	Drained        bool  `json:"drained"`
 	// Interrupted: a signal ended the run before its --duration (or before
 	// measurement began), or cut the drain short. Never a pass.
-	Interrupted bool     `json:"interrupted"`
-	Health      Health   `json:"probe_health"`
-	Errors      []string `json:"errors,omitempty"`
+	Interrupted bool `json:"interrupted"`
+	// ShareGroup and GroupSize: the subscribers were one share group of this
+	// many members, every message expected once per group.
+	ShareGroup string   `json:"share_group,omitempty"`
+	GroupSize  int      `json:"group_size,omitempty"`
+	Health     Health   `json:"probe_health"`
+	Errors     []string `json:"errors,omitempty"`
 }
 
 // Hooks receive live output; each may be nil.
@@ -272,6 +285,9 @@ func Run(ctx, stop context.Context, cfg Config, run verify.RunID, dialer bus.Dia
 	}
 	res, err := p.execute(ctx, stop, dialer)
 	res.RunID, res.StartedAt = out.RunID, out.StartedAt
+	if cfg.ShareGroup != "" {
+		res.ShareGroup, res.GroupSize = cfg.ShareGroup, cfg.Subscribers
+	}
 	if err != nil {
 		res = couldNotRun(res, err)
 	}

@@ -14,16 +14,75 @@ import (
 
 // subscriber is one probe subscriber: a connection subscribed to every stream.
 type subscriber struct {
-	p      *prober
-	name   string
-	rec    *verify.SubscriberRecorder
-	conn   bus.Conn
-	ready  []atomic.Bool // marker seen per stream
-	nready atomic.Int32
+	p    *prober
+	name string
+	rec  *verify.SubscriberRecorder // the group's when g is set
+	conn bus.Conn
+	rs   *readiness // its own, or the group's
+	g    *group     // the share group it is a member of, nil if none
 
 	mu          sync.Mutex // guards the reconnect state below
 	down        bool
 	reconnectAt int64
+	sp          bool // the session was present at the last Connected
+}
+
+// readiness is a subscription's readiness per stream: a marker seen.
+type readiness struct {
+	ready  []atomic.Bool
+	nready atomic.Int32
+}
+
+// group is a share group: its members subscribe to $share/<name>/<topic>,
+// the broker delivers each message to one of them, and all of them record
+// into one SubscriberRecorder, so a message is expected once per group: lost
+// when no member got it, a duplicate when the group got it twice.
+//
+// Readiness: the group expects a stream from the first marker any member
+// received on it, but never before the last member's SUBACK (the connect
+// phase subscribes every member before the barrier publishes a marker).
+//
+// Epochs: the group is in a disconnect epoch from the moment any member
+// loses its connection until every member that lost it is back and
+// resubscribed (a member's outage can lose what the broker had routed to
+// it, so losses in that interval count as lost during disconnect). Each
+// member's return marks the recorder's near-reconnect window (Rejoined); the
+// epoch's reconnect time is the last member's; it is kept when every member
+// that came back had its session present.
+type group struct {
+	name    string // the share group's name
+	rec     *verify.SubscriberRecorder
+	rs      readiness
+	members int
+	subAck  atomic.Int64 // the latest member SUBACK (run timeline)
+
+	mu    sync.Mutex
+	ndown int
+	kept  bool
+}
+
+// memberDown is a member's Disconnected.
+func (g *group) memberDown(now int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ndown == 0 {
+		g.rec.Disconnected(now)
+		g.kept = true
+	}
+	g.ndown++
+}
+
+// memberBack is a member resubscribed at now after reconnecting at at.
+func (g *group) memberBack(at, now int64, kept bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.kept = g.kept && kept
+	if g.ndown--; g.ndown > 0 {
+		g.rec.Rejoined(at)
+		return
+	}
+	g.ndown = 0
+	g.rec.Reconnected(at, now, g.kept)
 }
 
 // HandleMessage is the receive hot path: straight into the ledger.
@@ -33,13 +92,17 @@ func (s *subscriber) HandleMessage(m bus.Message) {
 		return
 	}
 	var st verify.Stamp
-	if verify.Decode(m.Payload, &st) != nil || st.Run != s.p.run || int(st.Publisher) >= len(s.ready) {
+	if verify.Decode(m.Payload, &st) != nil || st.Run != s.p.run || int(st.Publisher) >= len(s.rs.ready) {
 		return
 	}
-	if !s.ready[st.Publisher].Swap(true) {
+	if !s.rs.ready[st.Publisher].Swap(true) {
 		// The subscription to this stream is live: expect everything measured from here.
-		s.rec.Expect(st.Publisher, st.Publisher, now)
-		s.nready.Add(1)
+		at := now
+		if s.g != nil {
+			at = max(at, s.g.subAck.Load())
+		}
+		s.rec.Expect(st.Publisher, st.Publisher, at)
+		s.rs.nready.Add(1)
 	}
 }
 
@@ -51,7 +114,11 @@ func (s *subscriber) HandleEvent(e bus.Event) {
 		s.mu.Lock()
 		if !s.down {
 			s.down = true
-			s.rec.Disconnected(now)
+			if s.g != nil {
+				s.g.memberDown(now)
+			} else {
+				s.rec.Disconnected(now)
+			}
 		}
 		s.mu.Unlock()
 		if e.Err != nil {
@@ -60,7 +127,7 @@ func (s *subscriber) HandleEvent(e bus.Event) {
 	case bus.Connected:
 		s.mu.Lock()
 		if s.down {
-			s.reconnectAt = now
+			s.reconnectAt, s.sp = now, e.SessionPresent
 			if !s.p.cfg.ResubscribeOnConnect {
 				// Long-poll: the cursor is kept; being back is being subscribed.
 				s.down = false
@@ -72,7 +139,14 @@ func (s *subscriber) HandleEvent(e bus.Event) {
 		s.mu.Lock()
 		if s.down && s.reconnectAt != 0 {
 			s.down = false
-			s.rec.Reconnected(s.reconnectAt, now, e.SessionPresent)
+			// MQTT says whether the session was kept on Connected; a stream
+			// whether it resumed on Subscribed.
+			kept := e.SessionPresent || s.sp
+			if s.g != nil {
+				s.g.memberBack(s.reconnectAt, now, kept)
+			} else {
+				s.rec.Reconnected(s.reconnectAt, now, kept)
+			}
 		}
 		s.mu.Unlock()
 	case bus.Retrying:
@@ -102,9 +176,25 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 	short := p.run.String()[:8]
 	p.pubs = make([]bus.Conn, p.cfg.Streams)
 	p.subs = make([]*subscriber, p.cfg.Subscribers)
+	subTopics := p.topics
+	var g *group
+	if name := p.cfg.ShareGroup; name != "" {
+		subTopics = make([]string, len(p.topics))
+		for i, t := range p.topics {
+			subTopics[i] = "$share/" + name + "/" + t
+		}
+		g = &group{name: name, rec: p.ledger.Subscriber("$share/" + name), members: len(p.subs)}
+		g.rs.ready = make([]atomic.Bool, p.cfg.Streams)
+	}
 	for j := range p.subs {
 		name := fmt.Sprintf("probe-%s-sub-%d", short, j)
-		p.subs[j] = &subscriber{p: p, name: name, rec: p.ledger.Subscriber(name), ready: make([]atomic.Bool, p.cfg.Streams)}
+		s := &subscriber{p: p, name: name, g: g}
+		if g != nil {
+			s.rec, s.rs = g.rec, &g.rs
+		} else {
+			s.rec, s.rs = p.ledger.Subscriber(name), &readiness{ready: make([]atomic.Bool, p.cfg.Streams)}
+		}
+		p.subs[j] = s
 	}
 	limit := p.cfg.BarrierTimeout + p.cfg.PublishTimeout
 	ctx, cancel := context.WithTimeout(ctx, limit)
@@ -158,8 +248,16 @@ func (p *prober) connect(ctx, connCtx context.Context, dialer bus.Dialer) error 
 				return &ConnectError{Op: "connecting subscriber " + s.name, Err: err}
 			}
 			s.conn = c
-			if err := c.Subscribe(ctx, p.topics); err != nil {
+			if err := c.Subscribe(ctx, subTopics); err != nil {
 				return &ConnectError{Op: "subscribing " + s.name, Err: err}
+			}
+			if g != nil {
+				for at := p.clock.Now(); ; {
+					cur := g.subAck.Load()
+					if at <= cur || g.subAck.CompareAndSwap(cur, at) {
+						break
+					}
+				}
 			}
 			ready.Add(1)
 			return nil
@@ -226,7 +324,7 @@ func (p *prober) barrier(ctx context.Context) error {
 	for seq := uint64(1); ; seq++ {
 		ready := 0
 		for _, s := range p.subs {
-			if s.nready.Load() == want {
+			if s.rs.nready.Load() == want {
 				ready++
 			}
 		}
@@ -252,6 +350,9 @@ func (p *prober) barrier(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				if p.cfg.ShareGroup != "" {
+					return fmt.Errorf("%w: share group %q not ready on every stream after %v (does the broker support shared subscriptions, $share/%s/<topic>?)", ErrBarrier, p.cfg.ShareGroup, p.cfg.BarrierTimeout, p.cfg.ShareGroup)
+				}
 				return fmt.Errorf("%w: %d of %d subscribers ready after %v", ErrBarrier, ready, len(p.subs), p.cfg.BarrierTimeout)
 			}
 			return ctx.Err()

@@ -66,6 +66,12 @@ type Config struct {
 	// PersistentSession connects with clean-session false (MQTT): the broker
 	// keeps each client ID's session across its reconnects.
 	PersistentSession bool
+	// MQTTVersion is mqtt.Config.Version: 3 (3.1.1) or 5; 0 = by the URL
+	// scheme (mqtt5://, mqtt5s://, mqtt5+ws(s):// are MQTT 5), else 3.1.1.
+	MQTTVersion int
+	// SessionExpiry is MQTT 5's session expiry for a persistent session (0:
+	// mqtt.DefaultSessionExpiry).
+	SessionExpiry time.Duration
 	// MQTTLinger is mqtt.Config.Linger (0: write and read at once).
 	MQTTLinger time.Duration
 	// SubscribeVia is how http targets are subscribed to: "longpoll"
@@ -94,7 +100,7 @@ func (c Config) Protocol() string {
 		return ""
 	}
 	switch strings.ToLower(u.Scheme) {
-	case "mqtt", "mqtts", "tcp", "ssl", "tls", "mqtt+ws", "mqtt+wss":
+	case "mqtt", "mqtts", "tcp", "ssl", "tls", "mqtt+ws", "mqtt+wss", "mqtt5", "mqtt5s", "mqtt5+ws", "mqtt5+wss":
 		return MQTT
 	case "http", "https":
 		return HTTP
@@ -113,7 +119,20 @@ func (c Config) WebSocket() bool {
 		return false
 	}
 	s := strings.ToLower(u.Scheme)
-	return s == "mqtt+ws" || s == "mqtt+wss"
+	return s == "mqtt+ws" || s == "mqtt+wss" || s == "mqtt5+ws" || s == "mqtt5+wss"
+}
+
+// MQTT5 reports whether c speaks MQTT 5: --mqtt-version 5, or an mqtt5
+// scheme without --mqtt-version.
+func (c Config) MQTT5() bool {
+	if c.Protocol() != MQTT {
+		return false
+	}
+	if c.MQTTVersion != 0 {
+		return c.MQTTVersion == mqtt.Version5
+	}
+	u, err := url.Parse(c.URL)
+	return err == nil && strings.HasPrefix(strings.ToLower(u.Scheme), "mqtt5")
 }
 
 // Streams reports whether c subscribes by a stream (WebSocket, EventSource):
@@ -135,7 +154,9 @@ func (c Config) Validate() error {
 			// Ambiguous: Nchan's WebSocket subscribers are ws:// too.
 			errs = append(errs, fmt.Errorf("target: --target scheme %q is ambiguous; use mqtt+%s:// for MQTT over WebSocket, or http(s):// with --subscribe-via websocket for Nchan", u.Scheme, strings.ToLower(u.Scheme)))
 		case c.Protocol() == "":
-			errs = append(errs, fmt.Errorf("target: --target scheme %q is not supported; use mqtt://, mqtts://, mqtt+ws://, mqtt+wss://, http:// or https://", u.Scheme))
+			errs = append(errs, fmt.Errorf("target: --target scheme %q is not supported; use mqtt://, mqtts://, mqtt+ws://, mqtt+wss:// (mqtt5…:// for MQTT 5), http:// or https://", u.Scheme))
+		case c.MQTTVersion == mqtt.Version311 && strings.HasPrefix(strings.ToLower(u.Scheme), "mqtt5"):
+			errs = append(errs, fmt.Errorf("target: --target %s:// asks for MQTT 5 but --mqtt-version is 3; drop one of them", strings.ToLower(u.Scheme)))
 		}
 	} else if c.Embedded != "" && c.Embedded != HTTP && c.Embedded != MQTT && c.Embedded != MQTTWS {
 		errs = append(errs, fmt.Errorf("target: --embedded must be http, mqtt or mqtt+ws, got %q", c.Embedded))
@@ -155,6 +176,15 @@ func (c Config) Validate() error {
 		if err := longpoll.CheckHeader(h); err != nil {
 			errs = append(errs, fmt.Errorf("target: --header: %w", err))
 		}
+	}
+	switch {
+	case c.MQTTVersion != 0 && c.MQTTVersion != mqtt.Version311 && c.MQTTVersion != mqtt.Version5:
+		errs = append(errs, fmt.Errorf("target: --mqtt-version must be 3 (3.1.1) or 5, got %d", c.MQTTVersion))
+	case c.MQTTVersion != 0 && c.Protocol() != MQTT:
+		errs = append(errs, errors.New("target: --mqtt-version applies to MQTT targets (mqtt://…, --embedded mqtt), not http(s)"))
+	}
+	if c.SessionExpiry < 0 || c.SessionExpiry > 0xffffffff*time.Second {
+		errs = append(errs, fmt.Errorf("target: --session-expiry must be in [1s, %ds], got %v", uint32(0xffffffff), c.SessionExpiry))
 	}
 	if c.QoS < 0 || c.QoS > 2 {
 		errs = append(errs, fmt.Errorf("target: --qos must be 0, 1 or 2, got %d", c.QoS))
@@ -218,6 +248,9 @@ func Open(cfg Config) (*Target, error) {
 	} else {
 		t.desc = redact(url)
 	}
+	if cfg.MQTTVersion == mqtt.Version5 {
+		t.desc += " (MQTT 5)"
+	}
 	t.url = url
 	qos := byte(1)
 	if cfg.QoS >= 0 && cfg.QoS <= 2 {
@@ -237,6 +270,7 @@ func Open(cfg Config) (*Target, error) {
 			CAFile: cfg.CAFile, Insecure: cfg.Insecure, PublishTimeout: cfg.PublishTimeout,
 			Backoff: cfg.Backoff, SourceAddrs: cfg.SourceAddrs, PayloadSize: cfg.PayloadSize,
 			Linger: cfg.MQTTLinger, CleanSession: &clean, Headers: hs,
+			Version: cfg.MQTTVersion, SessionExpiry: cfg.SessionExpiry,
 		})
 		if err == nil {
 			t.closers, t.check, t.dialer = append(t.closers, c.Close), c.Check, bus.DialerOf(c.Dial)

@@ -237,6 +237,17 @@ func (s *SubscriberRecorder) Reconnected(at, resubscribedAt int64, kept bool) {
 	s.back, s.hasBack = at, true
 }
 
+// Rejoined records a partial return at at: one member of a shared
+// subscription (a share group recording into this one recorder) is back
+// while others are still down. Duplicates within Config.NearReconnect after
+// at count as near-reconnect, as after Reconnected, but the disconnect epoch
+// stays open until Reconnected ends it.
+func (s *SubscriberRecorder) Rejoined(at int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.back, s.hasBack = at, true
+}
+
 // duringDisconnect reports whether intended send time t falls in an epoch's
 // [disconnected, resubscribed) interval. Epochs are in time order.
 func (s *SubscriberRecorder) duringDisconnect(t int64) bool {

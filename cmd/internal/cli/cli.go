@@ -22,6 +22,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/internal/localbus"
 	"github.com/eventswarm/eventswarm/internal/metrics"
+	"github.com/eventswarm/eventswarm/internal/mqtt"
 	"github.com/eventswarm/eventswarm/internal/target"
 	"github.com/eventswarm/eventswarm/internal/verify"
 )
@@ -71,6 +72,7 @@ type Common struct {
 	passwordFile string
 	sourceAddrs  string
 	cleanSession bool
+	expirySet    bool // --session-expiry given
 	headers      headerFlags
 	headerFile   string
 }
@@ -90,7 +92,7 @@ func RegisterGates(fs *flag.FlagSet, g *verify.Gates) {
 // Register defines the common flags on fs; SLO flags write into ledger.
 func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	t := &c.Target
-	fs.StringVar(&t.URL, "target", "", "bus URL: mqtt://host:1883, mqtts://host:8883, mqtt+ws://host:port/mqtt, mqtt+wss://host:port/mqtt (MQTT over WebSocket), http://host:port/ (Nchan long-poll); empty = embedded bus")
+	fs.StringVar(&t.URL, "target", "", "bus URL: mqtt://host:1883, mqtts://host:8883, mqtt+ws://host:port/mqtt, mqtt+wss://host:port/mqtt (MQTT over WebSocket), mqtt5://, mqtt5s://, mqtt5+ws(s):// (the same on MQTT 5), http://host:port/ (Nchan long-poll); empty = embedded bus")
 	fs.StringVar(&t.Embedded, "embedded", "http", "protocol against the embedded bus when --target is empty: http, mqtt or mqtt+ws (MQTT over WebSocket)")
 	fs.IntVar(&t.QoS, "qos", 1, "MQTT QoS for publish and subscribe: 0, 1 or 2")
 	fs.StringVar(&t.Username, "username", "", "MQTT username")
@@ -107,6 +109,9 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.StringVar(&c.headerFile, "header-file", "", "read extra HTTP request headers from FILE, one \"Name: value\" a line")
 	fs.DurationVar(&t.PublishTimeout, "publish-timeout", verify.DefaultPublishTimeout, "a publish not acknowledged within this has an unknown outcome")
 	fs.BoolVar(&c.cleanSession, "clean-session", true, "MQTT: the CONNECT clean-session flag; false keeps each client ID's session (subscriptions, queued QoS 1/2 messages) across its reconnects")
+	fs.IntVar(&t.MQTTVersion, "mqtt-version", 0, "MQTT protocol version: 3 (3.1.1) or 5; default by --target scheme: mqtt5://, mqtt5s://, mqtt5+ws(s):// are MQTT 5, every other MQTT scheme 3.1.1 (an mqtt5 scheme with --mqtt-version 3 is a usage error)")
+	t.SessionExpiry = mqtt.DefaultSessionExpiry
+	fs.Var(expiryFlag{&t.SessionExpiry, &c.expirySet}, "session-expiry", "MQTT 5 with --clean-session=false: how long the broker keeps each session after its connection ends (Session Expiry Interval, whole seconds)")
 	fs.DurationVar(&t.MQTTLinger, "mqtt-linger", 0, "MQTT: a write waits up to this for more to send with it, a busy read for more to read (fewer syscalls per message, at most this much added latency each way); 0 = at once")
 
 	fs.DurationVar(&ledger.Latency, "latency", verify.DefaultLatency, "on-time bound (inclusive)")
@@ -164,6 +169,16 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 		}
 	}
 	c.Target.PersistentSession = !c.cleanSession
+	if c.expirySet {
+		switch {
+		case !c.Target.MQTT5():
+			errs = append(errs, fmt.Errorf("%s: --session-expiry is MQTT 5's (MQTT 3.1.1 has no session expiry): use an mqtt5:// target or --mqtt-version 5", prog))
+		case c.cleanSession:
+			errs = append(errs, fmt.Errorf("%s: --session-expiry applies with --clean-session=false (a clean session ends with its connection)", prog))
+		case c.Target.SessionExpiry < time.Second:
+			errs = append(errs, fmt.Errorf("%s: --session-expiry must be at least 1s, got %v", prog, c.Target.SessionExpiry))
+		}
+	}
 	errs = append(errs, c.finishHeaders(prog)...)
 	if err := c.Target.Validate(); err != nil {
 		errs = append(errs, err)
@@ -227,6 +242,28 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 		}
 	}
 	return run, errs
+}
+
+// expiryFlag is --session-expiry: a duration that remembers it was given.
+type expiryFlag struct {
+	d   *time.Duration
+	set *bool
+}
+
+func (f expiryFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f expiryFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("want a duration with a unit, e.g. 30s, 5m or 1h")
+	}
+	*f.d, *f.set = d, true
+	return nil
 }
 
 // MinLive is the shortest --live interval: the live lines are for people.
