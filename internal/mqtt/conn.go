@@ -606,58 +606,34 @@ func contains(list []string, s string) bool {
 // with smu held.
 func (c *Conn) subscribe(ctx context.Context, ep *epoch, topics []string) (granted []byte, err error) {
 	qos := c.client.cfg.QoS
-	ep.mu.Lock()
-	ep.subID++
-	id := subscribeIDBase + ep.subID%0xff
-	ep.mu.Unlock()
-	var b bytes.Buffer
-	if ep.v5 {
-		for _, t := range topics {
-			if len(t) > 65535 {
-				return nil, fmt.Errorf("mqtt: subscribe: topic filter of %d bytes, at most 65535", len(t))
+	sa, err := c.request(ctx, ep, false, func(id uint16) ([]byte, error) {
+		var b bytes.Buffer
+		if ep.v5 {
+			for _, t := range topics {
+				if len(t) > 65535 {
+					return nil, fmt.Errorf("mqtt: subscribe: topic filter of %d bytes, at most 65535", len(t))
+				}
+			}
+			b.Write(appendSubscribe5(nil, id, topics, qos))
+		} else {
+			sp := packets.NewControlPacket(packets.Subscribe).(*packets.SubscribePacket)
+			sp.MessageID = id
+			sp.Topics = topics
+			sp.Qoss = bytes.Repeat([]byte{qos}, len(topics))
+			if err := sp.Write(&b); err != nil {
+				return nil, fmt.Errorf("mqtt: subscribe: %w", err)
 			}
 		}
-		b.Write(appendSubscribe5(nil, id, topics, qos))
-	} else {
-		sp := packets.NewControlPacket(packets.Subscribe).(*packets.SubscribePacket)
-		sp.MessageID = id
-		sp.Topics = topics
-		sp.Qoss = bytes.Repeat([]byte{qos}, len(topics))
-		if err := sp.Write(&b); err != nil {
-			return nil, fmt.Errorf("mqtt: subscribe: %w", err)
+		if b.Len() > maxRemaining {
+			return nil, fmt.Errorf("mqtt: subscribe: SUBSCRIBE of %d bytes is too large", b.Len())
 		}
-	}
-	if b.Len() > maxRemaining {
-		return nil, fmt.Errorf("mqtt: subscribe: SUBSCRIBE of %d bytes is too large", b.Len())
-	}
-	if ep.maxOut > 0 && b.Len() > ep.maxOut {
-		return nil, fmt.Errorf("mqtt: subscribe: SUBSCRIBE of %d bytes, more than the broker's Maximum Packet Size %d: %w", b.Len(), ep.maxOut, bus.ErrRefused)
-	}
-	ep.mu.Lock()
-	if ep.dead || ep.werr != nil {
-		ep.mu.Unlock()
-		return nil, ErrNotConnected
-	}
-	ep.wbuf = append(ep.wbuf, b.Bytes()...)
-	ep.flushLocked()
-	ep.mu.Unlock()
-
-	t := time.NewTimer(c.client.cfg.PublishTimeout)
-	defer t.Stop()
-	var sa suback
-	for {
-		select {
-		case sa = <-ep.subacks:
-		case <-ep.deadCh:
-			return nil, fmt.Errorf("mqtt: subscribe: %w (connection lost)", ErrNotConnected)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("mqtt: subscribe: %w", ctx.Err())
-		case <-t.C:
-			return nil, fmt.Errorf("mqtt: subscribe: no SUBACK within %v: %w", c.client.cfg.PublishTimeout, os.ErrDeadlineExceeded)
+		if ep.maxOut > 0 && b.Len() > ep.maxOut {
+			return nil, fmt.Errorf("mqtt: subscribe: SUBSCRIBE of %d bytes, more than the broker's Maximum Packet Size %d: %w", b.Len(), ep.maxOut, bus.ErrRefused)
 		}
-		if sa.id == id {
-			break
-		}
+		return b.Bytes(), nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(sa.codes) != len(topics) {
 		ep.kill(fmt.Errorf("mqtt: SUBACK with %d return codes for %d topics: %w", len(sa.codes), len(topics), bus.ErrProtocol))
@@ -690,4 +666,49 @@ func (c *Conn) subscribe(ctx context.Context, ep *epoch, topics []string) (grant
 		errs = append(errs, fmt.Errorf("%w (%s)", ErrQoSDowngraded, strings.Join(downgraded, "; ")))
 	}
 	return granted, errors.Join(errs...)
+}
+
+// request takes the next SUBSCRIBE/UNSUBSCRIBE packet id on ep, sends the
+// packet encode builds with it (an encode error is returned as it is) and
+// waits, at most PublishTimeout, for the SUBACK (unsub false) or the UNSUBACK
+// (unsub true) with that id. A SUBACK wait takes any acknowledgement with the
+// id; an UNSUBACK wait only an UNSUBACK. Called with smu held.
+func (c *Conn) request(ctx context.Context, ep *epoch, unsub bool, encode func(id uint16) ([]byte, error)) (suback, error) {
+	op, ack := "subscribe", "SUBACK"
+	if unsub {
+		op, ack = "unsubscribe", "UNSUBACK"
+	}
+	ep.mu.Lock()
+	ep.subID++
+	id := subscribeIDBase + ep.subID%0xff
+	ep.mu.Unlock()
+	b, err := encode(id)
+	if err != nil {
+		return suback{}, err
+	}
+	ep.mu.Lock()
+	if ep.dead || ep.werr != nil {
+		ep.mu.Unlock()
+		return suback{}, ErrNotConnected
+	}
+	ep.wbuf = append(ep.wbuf, b...)
+	ep.flushLocked()
+	ep.mu.Unlock()
+
+	t := time.NewTimer(c.client.cfg.PublishTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case sa := <-ep.subacks:
+			if sa.id == id && (sa.unsub || !unsub) {
+				return sa, nil
+			}
+		case <-ep.deadCh:
+			return suback{}, fmt.Errorf("mqtt: %s: %w (connection lost)", op, ErrNotConnected)
+		case <-ctx.Done():
+			return suback{}, fmt.Errorf("mqtt: %s: %w", op, ctx.Err())
+		case <-t.C:
+			return suback{}, fmt.Errorf("mqtt: %s: no %s within %v: %w", op, ack, c.client.cfg.PublishTimeout, os.ErrDeadlineExceeded)
+		}
+	}
 }

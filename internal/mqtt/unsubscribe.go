@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
-	"time"
 )
 
 // Unsubscribe ends the subscription to topics in one UNSUBSCRIBE packet and
@@ -28,44 +26,19 @@ func (c *Conn) Unsubscribe(ctx context.Context, topics []string) error {
 	if ep == nil {
 		return ErrNotConnected
 	}
-	ep.mu.Lock()
-	ep.subID++
-	id := subscribeIDBase + ep.subID%0xff
-	ep.mu.Unlock()
-	for _, t := range topics {
-		if len(t) > 65535 {
-			return fmt.Errorf("mqtt: unsubscribe: topic filter of %d bytes, at most 65535", len(t))
-		}
-	}
-	b := appendUnsubscribe(nil, id, topics, ep.v5)
-	if len(b) > maxRemaining {
-		return fmt.Errorf("mqtt: unsubscribe: UNSUBSCRIBE of %d bytes is too large", len(b))
-	}
-	ep.mu.Lock()
-	if ep.dead || ep.werr != nil {
-		ep.mu.Unlock()
-		return ErrNotConnected
-	}
-	ep.wbuf = append(ep.wbuf, b...)
-	ep.flushLocked()
-	ep.mu.Unlock()
-
-	t := time.NewTimer(c.client.cfg.PublishTimeout)
-	defer t.Stop()
-	for {
-		select {
-		case sa := <-ep.subacks:
-			if sa.id == id && sa.unsub {
-				return nil
+	_, err := c.request(ctx, ep, true, func(id uint16) ([]byte, error) {
+		for _, t := range topics {
+			if len(t) > 65535 {
+				return nil, fmt.Errorf("mqtt: unsubscribe: topic filter of %d bytes, at most 65535", len(t))
 			}
-		case <-ep.deadCh:
-			return fmt.Errorf("mqtt: unsubscribe: %w (connection lost)", ErrNotConnected)
-		case <-ctx.Done():
-			return fmt.Errorf("mqtt: unsubscribe: %w", ctx.Err())
-		case <-t.C:
-			return fmt.Errorf("mqtt: unsubscribe: no UNSUBACK within %v: %w", c.client.cfg.PublishTimeout, os.ErrDeadlineExceeded)
 		}
-	}
+		b := appendUnsubscribe(nil, id, topics, ep.v5)
+		if len(b) > maxRemaining {
+			return nil, fmt.Errorf("mqtt: unsubscribe: UNSUBSCRIBE of %d bytes is too large", len(b))
+		}
+		return b, nil
+	})
+	return err
 }
 
 // appendUnsubscribe appends an UNSUBSCRIBE packet (MQTT 5: with an empty
