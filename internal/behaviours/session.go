@@ -76,10 +76,12 @@ func (r *Runner) dial(pubCtx, connCtx context.Context, cancelConn context.Cancel
 
 // link is a user's connection kept across its sessions (on transports that
 // can unsubscribe, unless Config.ReconnectPerSession): each session hands it
-// its handler, subscribes on it, and unsubscribes when it ends.
+// its handler, subscribes on it, and unsubscribes when it ends. On a transport
+// that cannot unsubscribe (us nil) the link serves the one session that dialled
+// it and is closed when that session ends.
 type link struct {
 	conn   bus.Conn
-	us     bus.Unsubscriber
+	us     bus.Unsubscriber // nil: the connection cannot be kept
 	id     string
 	cancel context.CancelFunc // ends the connection's lifetime
 	u      *user
@@ -125,11 +127,12 @@ func (l *link) close() {
 const unsubscribeTimeout = 10 * time.Second
 
 // release ends a session's use of the link: its topics are unsubscribed and
-// the link waits for the next session. If the run is stopping, or the
-// unsubscribe fails (the broker would keep sending, or resubscribe a
-// persistent session), the connection is closed instead.
+// the link waits for the next session. If the run is stopping, the transport
+// cannot unsubscribe, or the unsubscribe fails (the broker would keep
+// sending, or resubscribe a persistent session), the connection is closed
+// instead.
 func (l *link) release(pubCtx context.Context, topics []string) {
-	if pubCtx.Err() == nil {
+	if l.us != nil && pubCtx.Err() == nil {
 		ctx, cancel := context.WithTimeout(pubCtx, unsubscribeTimeout)
 		err := l.us.Unsubscribe(ctx, topics)
 		cancel()
@@ -300,8 +303,7 @@ type session struct {
 	cancel  context.CancelFunc
 	sub     *subscription
 	conn    bus.Conn
-	link    *link // the user's kept connection, nil if conn is the session's own
-	own     *link // a link that cannot be kept (no Unsubscribe): closed with the session
+	link    *link // conn's link (the user's kept connection, or one closed with the session), nil with ReconnectPerSession
 	stopTry context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -337,14 +339,12 @@ func (r *Runner) openSession(pubCtx, subCtx context.Context, u *user, ledger *ve
 			lcancel()
 			break
 		}
+		// The user keeps it if the transport can unsubscribe; else the
+		// session owns it (release closes it).
+		l.conn, l.id = s.conn, s.sub.connID
+		s.link = l
 		if us, ok := s.conn.(bus.Unsubscriber); ok {
-			l.conn, l.us, l.id = s.conn, us, s.sub.connID
-			u.link, s.link = l, l
-		} else {
-			// No Unsubscribe on this transport: the session owns it.
-			l.conn, l.id = s.conn, s.sub.connID
-			s.link = nil
-			s.own = l
+			l.us, u.link = us, l
 		}
 	}
 	if s.conn == nil {
@@ -375,8 +375,6 @@ func (s *session) close() {
 	switch {
 	case s.link != nil:
 		s.link.release(s.pubCtx, s.sub.topics)
-	case s.own != nil:
-		s.own.close()
 	default:
 		s.conn.Close()
 	}
