@@ -405,24 +405,18 @@ func TestProcessesMetrics(t *testing.T) {
 	args := []string{"--processes", "2", "--users", "6", "--spawn-rate", "100", "--weights", "learner=5,proctor=1",
 		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms", "--proctor-timeout", "1s",
 		"--quiet", "--min-coverage", "0", "--within", "0", "--duration", "60s", "--metrics", "127.0.0.1:0"}
-	cmd := exec.Command(filepath.Join(bin, "swarm"), args...)
-	var stderr lockedBuffer
-	cmd.Stderr, cmd.Stdout = &stderr, &bytes.Buffer{}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
-	defer timer.Stop()
+	sw := startSwarm(t, args...)
 	re := regexp.MustCompile(`\[shard (\d)\] swarm: metrics on (http://127\.0\.0\.1:\d+/metrics)`)
 	urls := map[string]string{}
-	for deadline := time.Now().Add(60 * time.Second); len(urls) < 2 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		for _, m := range re.FindAllStringSubmatch(stderr.String(), -1) {
+	sw.waitStderr(func(s string) bool {
+		for _, m := range re.FindAllStringSubmatch(s, -1) {
 			urls[m[1]] = m[2]
 		}
-	}
+		return len(urls) >= 2
+	})
 	if len(urls) != 2 || urls["0"] == urls["1"] {
-		_ = cmd.Process.Kill()
-		t.Fatalf("want two children announcing their own metrics address, got %v:\n%s", urls, stderr.String())
+		_ = sw.cmd.Process.Kill()
+		t.Fatalf("want two children announcing their own metrics address, got %v:\n%s", urls, sw.stderr.String())
 	}
 	for shard, url := range urls {
 		want := `shard="` + shard + `"`
@@ -438,12 +432,43 @@ func TestProcessesMetrics(t *testing.T) {
 			t.Errorf("shard %s at %s: no swarm metrics labelled %s", shard, url, want)
 		}
 	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	err := cmd.Wait()
+	_ = sw.cmd.Process.Signal(syscall.SIGINT)
+	err := sw.cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Errorf("exit %v after SIGINT, want 3 (interrupted)\n%s", err, stderr.String())
+		t.Errorf("exit %v after SIGINT, want 3 (interrupted)\n%s", err, sw.stderr.String())
 	}
+}
+
+// swarmProc is a swarm process started by startSwarm.
+type swarmProc struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer // everything it wrote to stderr so far
+}
+
+// startSwarm starts swarm with args, its stdout discarded and its stderr kept,
+// and kills it if it still runs 2 minutes later (until the test ends).
+func startSwarm(t *testing.T, args ...string) *swarmProc {
+	t.Helper()
+	p := &swarmProc{cmd: exec.Command(filepath.Join(bin, "swarm"), args...), stderr: &lockedBuffer{}}
+	p.cmd.Stderr, p.cmd.Stdout = p.stderr, &bytes.Buffer{}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(2*time.Minute, func() { _ = p.cmd.Process.Kill() })
+	t.Cleanup(func() { timer.Stop() })
+	return p
+}
+
+// waitStderr calls done with the stderr so far, every 50ms for at most 60
+// seconds, until it returns true; it reports whether it did.
+func (p *swarmProc) waitStderr(done func(stderr string) bool) bool {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if done(p.stderr.String()) {
+			return true
+		}
+	}
+	return false
 }
 
 // get fetches url (a loopback metrics endpoint) with a short timeout.
@@ -504,37 +529,28 @@ func startLocalbus(t *testing.T) localbus {
 func killChild(t *testing.T, args []string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "r.json")
-	cmd := exec.Command(filepath.Join(bin, "swarm"), append(args, "--duration", "60s", "--json", path)...)
-	var stderr lockedBuffer
-	cmd.Stderr, cmd.Stdout = &stderr, &bytes.Buffer{}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
-	defer timer.Stop()
+	sw := startSwarm(t, append(args, "--duration", "60s", "--json", path)...)
 	pidRe := regexp.MustCompile(`shard 1/3 pid (\d+)`)
-	deadline := time.Now().Add(60 * time.Second)
 	var pid int
-	for time.Now().Before(deadline) {
-		s := stderr.String()
+	sw.waitStderr(func(s string) bool {
 		if m := pidRe.FindStringSubmatch(s); m != nil && strings.Contains(s, "[shard 1] swarm: run ") {
 			pid, _ = strconv.Atoi(m[1])
-			break
+			return true
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	})
 	if pid == 0 {
-		_ = cmd.Process.Kill()
-		t.Fatalf("shard 1 did not start:\n%s", stderr.String())
+		_ = sw.cmd.Process.Kill()
+		t.Fatalf("shard 1 did not start:\n%s", sw.stderr.String())
 	}
 	time.Sleep(time.Second)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	err := cmd.Wait()
+	err := sw.cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Fatalf("exit %v, want 3 (a child died)\n%s", err, stderr.String())
+		t.Fatalf("exit %v, want 3 (a child died)\n%s", err, sw.stderr.String())
 	}
 	o := readProcesses(t, path)
 	if o.Verdict != "inconclusive" || !strings.Contains(o.Reason, "shard 1") || !strings.Contains(o.Reason, "died") {
