@@ -32,8 +32,12 @@ func setupOf(o *options, cfg behaviours.Config, tgtDescribe string) []report.Set
 	case cfg.Drain > 0:
 		drain = cfg.Drain.String()
 	}
+	users := strconv.Itoa(cfg.Users)
+	if cfg.Shards > 1 {
+		users = fmt.Sprintf("%d in all %d shards", cfg.Users, cfg.Shards)
+	}
 	out = append(out,
-		set("users", fmt.Sprintf("%d in all shards", cfg.Users)),
+		set("users", users),
 		set("weights", cfg.Weights.String()),
 		set("load", plan(cfg)),
 		set("drain", drain),

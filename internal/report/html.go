@@ -126,12 +126,40 @@ type htmlSection struct {
 	Windows                                  []htmlWindow
 	WindowsID                                string
 	WindowsLine                              string
+	// Note says why the charts over the windows are not drawn (one window).
+	Note string
 }
 
 type htmlTile struct{ Label, Value, Class string }
 
 type htmlGate struct {
-	Name, Threshold, Observed, Result, Class string
+	Name, Threshold, Observed, Result, Class, Checks string
+}
+
+// gateChecks says in words what a gate measures (the gates table's last
+// column); latency and lostAfter are the run's bounds (0: not known).
+func gateChecks(name string, latency, lostAfter time.Duration) string {
+	switch name {
+	case "latency":
+		if latency > 0 {
+			return "share of expected deliveries that arrived within " + durLabel(latency)
+		}
+		return "share of expected deliveries that arrived on time"
+	case "lost":
+		if lostAfter > 0 {
+			return "expected deliveries not arrived within " + durLabel(lostAfter)
+		}
+		return "expected deliveries that never arrived in time"
+	case "duplicates":
+		return "deliveries of a message a subscriber already had"
+	case "publish_availability":
+		return "share of publishes the bus acknowledged"
+	case "hard_failures":
+		return "corrupt and unexpected messages"
+	case "coverage":
+		return "share of published messages some subscriber was expected to receive"
+	}
+	return ""
 }
 
 type htmlCount struct{ Name, Count, Share string }
@@ -186,15 +214,23 @@ func tiles(r verify.Result) []htmlTile {
 	p99 := "-"
 	if r.LatencyMS.Count > 0 {
 		p99 = fmtMS(r.LatencyMS.P99) + " ms"
+		if r.LatencyMS.P99 >= 1000 {
+			p99 = strconv.FormatFloat(r.LatencyMS.P99/1000, 'f', 2, 64) + " s"
+		}
 	}
 	t := []htmlTile{
 		{"expected deliveries", u(c.Expected), ""},
 		{"on time", pct(c.OnTime, c.Expected), ""},
 		{"lost", u(c.Lost), cls(c.Lost > 0)},
 		{"duplicates", u(c.Duplicates), cls(c.Duplicates > 0)},
-		{"p99 latency", p99, ""},
-		{"publish ok", pct(c.PublishOK, c.PublishAttempted), cls(c.PublishOK < c.PublishAttempted)},
 	}
+	// A result with deliveries but no latency summary (a merged direction:
+	// the shard files pool both directions' histograms) shows no p99 tile
+	// rather than a "-" that reads as "nothing arrived".
+	if r.LatencyMS.Count > 0 || c.OnTime+c.Slow == 0 {
+		t = append(t, htmlTile{"p99 latency", p99, ""})
+	}
+	t = append(t, htmlTile{"publish ok", pct(c.PublishOK, c.PublishAttempted), cls(c.PublishOK < c.PublishAttempted)})
 	if c.Corrupt+c.Unexpected > 0 {
 		t = append(t, htmlTile{"corrupt + unexpected", u(c.Corrupt + c.Unexpected), "fail"})
 	}
@@ -240,7 +276,10 @@ func newHTMLPage(p Page) htmlPage {
 			cls = "pass"
 		}
 		hp.Gates = append(hp.Gates, htmlGate{Name: g.Name, Threshold: g.Comparison + " " + th,
-			Observed: obs, Result: passFail(g.Pass), Class: cls})
+			Observed: obs, Result: passFail(g.Pass), Class: cls, Checks: gateChecks(g.Name, p.Latency, p.LostAfter)})
+	}
+	if hp.Reason == "" && r.Verdict == verify.Pass && len(r.Gates) > 0 {
+		hp.Reason = fmt.Sprintf("All %d gates passed.", len(r.Gates))
 	}
 	for _, row := range countRows(r.Counts) {
 		hp.Counts = append(hp.Counts, htmlCount{Name: row[0], Count: row[1], Share: row[2]})
@@ -309,9 +348,17 @@ func newSection(p Page, id, title string, r verify.Result, windowsID string, top
 		s.Tiles = tiles(r)
 	}
 	b := p.bounds(r)
-	if len(r.Windows) > 0 {
+	if len(r.Windows) == 1 {
+		// One bar and one dot a chart tell nothing the tiles do not.
+		w := r.Windows[0]
+		s.Note = "The run fits in one window (" + msDur(w.StartMS) + " – " + msDur(w.EndMS) +
+			"): the charts over time need two windows or more, so a longer run draws them (probe: or a shorter --window). The window is in the table below."
+	}
+	if len(r.Windows) > 1 {
 		s.Charts = append(s.Charts, onTimeChart(id+"-ontime", r.Windows, b), latencyChart(id+"-latency", r.Windows, b),
 			rateChart(id+"-rate", r.Windows), lossChart(id+"-loss", r.Windows, b))
+	}
+	if len(r.Windows) > 0 {
 		var pass, fail, inc int
 		for _, win := range r.Windows {
 			cls := verdictClass(win.Verdict)
@@ -340,7 +387,7 @@ func newSection(p Page, id, title string, r verify.Result, windowsID string, top
 				Reason:     win.Reason,
 			})
 		}
-		s.WindowsLine = fmt.Sprintf("%d windows (%d pass, %d fail, %d inconclusive)", len(r.Windows), pass, fail, inc)
+		s.WindowsLine = fmt.Sprintf("%d %s (%d pass, %d fail, %d inconclusive)", len(r.Windows), plural(len(r.Windows), "window", "windows"), pass, fail, inc)
 	}
 	if r.LatencyHist != nil || r.LateHist != nil {
 		s.Charts = append(s.Charts, distributionChart(id+"-dist", r.LatencyHist, r.LateHist, b, r.Counts.Lost-r.Counts.Late))
@@ -357,6 +404,13 @@ func splitSetup(s []Setting) [][]Setting {
 	return [][]Setting{s[:h], s[h:]}
 }
 
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
 func sortedKeys(m map[string]int) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -370,7 +424,20 @@ func sortedKeys(m map[string]int) []string {
 	return keys
 }
 
-func msDur(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() }
+func msDur(ms int64) string { return durLabel(time.Duration(ms) * time.Millisecond) }
+
+// durLabel is d as time.Duration prints it without the zero tails: 1m, not
+// 1m0s; 1h, not 1h0m0s; 1m30s stays.
+func durLabel(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
 
 // f1 formats an SVG coordinate.
 func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
@@ -392,9 +459,9 @@ h3{font-size:1rem;margin:1.2rem 0 .2rem}
 .badge.small{font-size:1rem;padding:.15rem .6rem;vertical-align:middle}
 .badge.pass{background:#1a7f37}.badge.fail{background:#cf222e}.badge.inconclusive{background:#9a6700}
 .reason{margin:.5rem 0 0;font-size:1.05rem;white-space:pre-wrap;word-break:break-word}
-.tiles{display:flex;flex-wrap:wrap;gap:.6rem;margin:1rem 0}
-.tile{border:1px solid #d0d7de;border-radius:.4rem;padding:.4rem .7rem;min-width:6.5rem}
-.tile .v{font-size:1.3rem;font-weight:600;font-variant-numeric:tabular-nums}
+.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(7.6rem,1fr));gap:.6rem;margin:1rem 0}
+.tile{border:1px solid #d0d7de;border-radius:.4rem;padding:.4rem .7rem}
+.tile .v{font-size:1.3rem;font-weight:600;font-variant-numeric:tabular-nums;white-space:nowrap}
 .tile .l{color:#57606a;font-size:.85rem}
 .tile.fail{border-color:#cf222e}.tile.fail .v{color:#cf222e}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:.5rem 0}
@@ -404,10 +471,12 @@ td:first-child,th:first-child{text-align:left}
 table.kv td{text-align:left}table.kv td:first-child{color:#57606a}
 td.pass{color:#1a7f37;font-weight:700}td.fail{color:#cf222e;font-weight:700}td.inconclusive{color:#9a6700;font-weight:700}
 td.note{text-align:left;color:#57606a;word-break:break-word}th.note{text-align:left}
+#gates td:not(.note){white-space:nowrap}
 .cols{display:flex;gap:1.5rem;flex-wrap:wrap;align-items:flex-start}
 table.setup{flex:1 1 22rem;margin:0}table.setup td:last-child{word-break:break-word}
 figure{margin:1rem 0}
 figcaption{color:#57606a;font-size:.85rem}
+p.note{color:#57606a;margin:.5rem 0}
 svg{max-width:100%;height:auto;font-size:11px;font-family:inherit}
 svg .axis{stroke:#57606a;stroke-width:1}
 svg .grid{stroke:#eaeef2;stroke-width:1}
@@ -445,17 +514,18 @@ footer{margin:3rem 0 1rem;color:#57606a;font-size:.8rem}
 {{end}}
 {{if .Gates}}<h2>Gates</h2>
 <table id="gates">
-<thead><tr><th>gate</th><th>threshold</th><th>observed</th><th>result</th></tr></thead>
+<thead><tr><th>gate</th><th>threshold</th><th>observed</th><th>result</th><th class="note">checks</th></tr></thead>
 <tbody>
-{{range .Gates}}<tr><td>{{.Name}}</td><td>{{.Threshold}}</td><td>{{.Observed}}</td><td class="{{.Class}}">{{.Result}}</td></tr>
+{{range .Gates}}<tr><td>{{.Name}}</td><td>{{.Threshold}}</td><td>{{.Observed}}</td><td class="{{.Class}}">{{.Result}}</td><td class="note">{{.Checks}}</td></tr>
 {{end}}</tbody>
 </table>
 {{end}}
-{{range .Sections}}{{if or .Charts .Title}}<section id="{{.ID}}">
+{{range .Sections}}{{if or .Charts .Title .Windows}}<section id="{{.ID}}">
 {{if .Title}}<h2>{{.Title}}{{if .Verdict}} <span class="badge small {{.VerdictClass}}">{{.Verdict}}</span>{{end}}</h2>
 {{if .Reason}}<p class="reason">{{.Reason}}</p>{{end}}
 {{if .Tiles}}<div class="tiles">{{range .Tiles}}<div class="tile {{.Class}}"><div class="v">{{.Value}}</div><div class="l">{{.Label}}</div></div>{{end}}</div>{{end}}
 {{else}}<h2>Over time</h2>{{end}}
+{{if .Note}}<p class="note">{{.Note}}</p>{{end}}
 {{range .Charts}}{{template "chart" .}}{{end}}
 {{if .Windows}}<details{{if le (len .Windows) 20}} open{{end}}><summary>{{.WindowsLine}}</summary>
 <table id="{{.WindowsID}}">
@@ -515,10 +585,12 @@ footer{margin:3rem 0 1rem;color:#57606a;font-size:.8rem}
 <h3>{{.Title}}</h3>
 <svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {{.W}} {{.H}}" width="{{.W}}" height="{{.H}}" role="img" aria-label="{{.Title}}">
 {{range .YTicks}}<line class="grid" x1="{{$.L}}" y1="{{.Y}}" x2="{{$.R}}" y2="{{.Y}}"/><text x="{{.X}}" y="{{.Y}}" dx="-5" dy="4" text-anchor="end">{{.Label}}</text>
+{{end}}{{range .Y2Ticks}}<text x="{{.X}}" y="{{.Y}}" dx="5" dy="4" text-anchor="start">{{.Label}}</text>
+{{end}}{{if .Y2Ticks}}<line class="axis" x1="{{.R}}" y1="{{.T}}" x2="{{.R}}" y2="{{.B}}"/>
 {{end}}{{range .XTicks}}<line class="axis" x1="{{.X}}" y1="{{.Y}}" x2="{{.X}}" y2="{{$.B}}" transform="translate(0,4)"/><text x="{{.X}}" y="{{.Y}}" dy="18" text-anchor="middle">{{.Label}}</text>
 {{end}}<line class="axis" x1="{{.L}}" y1="{{.T}}" x2="{{.L}}" y2="{{.B}}"/>
 <line class="axis" x1="{{.L}}" y1="{{.B}}" x2="{{.R}}" y2="{{.B}}"/>
-{{if .Empty}}<text class="empty" x="{{.L}}" y="{{.T}}" dx="20" dy="40">{{.Empty}}</text>
+{{if .Empty}}<text class="empty" x="{{.L}}" y="{{.EmptyY}}" dx="20">{{.Empty}}</text>
 {{end}}{{range .Rects}}<rect class="{{.Class}}" x="{{.X}}" y="{{.Y}}" width="{{.W}}" height="{{.H}}"><title>{{.Tip}}</title></rect>
 {{end}}{{range .Lines}}{{if .Points}}<polyline class="{{.Class}}" points="{{.Points}}"/>
 {{end}}{{end}}{{range .Dots}}<circle class="{{.Class}}" cx="{{.X}}" cy="{{.Y}}" r="3"><title>{{.Tip}}</title></circle>

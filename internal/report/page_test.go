@@ -195,3 +195,71 @@ func TestPagesWellFormed(t *testing.T) {
 		})
 	}
 }
+
+// A run that fits in one window gets no charts over the windows (one bar,
+// one dot each) but a note saying why, and its window in the table; a
+// passing run says that every gate passed.
+func TestPageOneWindow(t *testing.T) {
+	r := sampleResult(passing)
+	r.Windows = r.Windows[:1]
+	var buf bytes.Buffer
+	if err := RenderPage(&buf, Page{Title: "one window", Result: r}); err != nil {
+		t.Fatal(err)
+	}
+	d := parseHTML(t, buf.Bytes())
+	if d.byID["run-ontime"] != "" || d.byID["run-latency"] != "" || d.byID["run-rate"] != "" || d.byID["run-loss"] != "" {
+		t.Errorf("charts over one window drawn")
+	}
+	if !strings.Contains(d.text, "The run fits in one window (0s – 1m)") || !strings.Contains(d.text, "1 window (1 pass, 0 fail, 0 inconclusive)") {
+		t.Errorf("no one-window note or window line")
+	}
+	if !d.hasRow("windows", "0", "0s – 1m", "0", "-") {
+		t.Errorf("window row missing: %q", d.rows["windows"])
+	}
+	if got := strings.TrimSpace(d.byID["reason"]); got != "All 6 gates passed." {
+		t.Errorf("reason %q", got)
+	}
+	if !d.hasRow("gates", "lost", "<= 0", "0", "PASS", "expected deliveries that never arrived in time") {
+		t.Errorf("gate row with what it checks missing: %q", d.rows["gates"])
+	}
+}
+
+// The bus chart draws only values that moved: an HTTP run's MQTT clients
+// (0 throughout) are in the table, not on the chart.
+func TestBusChartSkipsZeros(t *testing.T) {
+	s := &busstats.Series{Source: busstats.SourceEmbedded, Samples: []busstats.Sample{
+		{AtMS: 0, Values: map[string]float64{"clients_connected": 0, "inflight": 0, "http_publishes": 0, "http_polls": 1}},
+		{AtMS: 5000, Values: map[string]float64{"clients_connected": 0, "inflight": 0, "http_publishes": 50, "http_polls": 103}},
+	}}
+	c := busChart("bus", s)
+	if c == nil || len(c.Lines) != 2 || !strings.HasPrefix(c.Legend[0].Label, "http_publishes") || !strings.HasPrefix(c.Legend[1].Label, "http_polls") {
+		t.Fatalf("bus chart %+v", c)
+	}
+	s.Samples[1].Values["http_publishes"], s.Samples[1].Values["http_polls"], s.Samples[0].Values["http_polls"] = 0, 0, 0
+	if c := busChart("bus", s); c != nil {
+		t.Errorf("a chart of zeros: %+v", c.Legend)
+	}
+}
+
+// Axis and table durations drop zero tails; the log axis reads 100s, not 1.67min.
+func TestDurationLabels(t *testing.T) {
+	for d, want := range map[time.Duration]string{time.Minute: "1m", 90 * time.Second: "1m30s", time.Hour: "1h",
+		90 * time.Minute: "1h30m", 1500 * time.Millisecond: "1.5s", 0: "0s"} {
+		if got := durLabel(d); got != want {
+			t.Errorf("durLabel(%v) = %q, want %q", d, got, want)
+		}
+	}
+	for ms, want := range map[float64]string{100_000: "100s", 15_000: "15s", 2_000_000: "33.3min", 0.1: "100µs"} {
+		if got := msLabel(ms); got != want {
+			t.Errorf("msLabel(%v) = %q, want %q", ms, got, want)
+		}
+	}
+}
+
+func TestTimeStep(t *testing.T) {
+	for s, want := range map[float64]float64{0.3: 1, 3: 5, 21.7: 30, 50: 60, 130: 300, 1.5e6: 1.5e6} {
+		if got := timeStep(s); got != want {
+			t.Errorf("timeStep(%v) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -21,6 +21,7 @@ type chart struct {
 	W, H               int
 	L, T, R, B         int // plot area edges
 	YTicks             []tick
+	Y2Ticks            []tick // a right-hand axis (the distribution's cumulative share)
 	XTicks             []tick
 	Rects              []rect
 	Lines              []line
@@ -46,6 +47,10 @@ func newChart(id, title string) *chart {
 	return c
 }
 
+// EmptyY is the baseline of the Empty sentence: 40 px into the plot, or
+// its middle when the plot is a short strip.
+func (c *chart) EmptyY() int { return c.T + min(40, (c.B-c.T)/2+5) }
+
 func (c *chart) plotW() float64 { return float64(c.R - c.L) }
 func (c *chart) plotH() float64 { return float64(c.B - c.T) }
 
@@ -70,11 +75,13 @@ func (c *chart) hmark(y float64, label string) {
 		LX: strconv.Itoa(c.R + 4), LY: f1(y + 4), Label: label, Anchor: "start"})
 }
 
-// vmark is a vertical threshold at pixel x with a label at the top (each
-// further one a line lower, so labels of close marks do not overlap).
+// vmark is a vertical threshold at pixel x with its label above the plot
+// (each further one a line higher, so labels of close marks do not overlap
+// each other, and none overlaps the data). The chart's top margin must hold
+// them: 14 px a mark.
 func (c *chart) vmark(x float64, label string) {
-	c.Marks = append(c.Marks, mark{X1: f1(x), Y1: strconv.Itoa(c.T), X2: f1(x), Y2: strconv.Itoa(c.B),
-		LX: f1(x + 3), LY: strconv.Itoa(c.T + 10 + 13*len(c.Marks)), Label: label, Anchor: "start"})
+	c.Marks = append(c.Marks, mark{X1: f1(x), Y1: strconv.Itoa(c.T - 4 - 14*len(c.Marks)), X2: f1(x), Y2: strconv.Itoa(c.B),
+		LX: f1(x + 3), LY: strconv.Itoa(c.T - 6 - 14*len(c.Marks)), Label: label, Anchor: "start"})
 }
 
 // niceMax rounds v up to 1, 2 or 5 × a power of ten (at least 1).
@@ -109,7 +116,7 @@ func msLabel(ms float64) string {
 		return strconv.FormatFloat(ms*1000, 'g', 3, 64) + "µs"
 	case ms < 1000:
 		return strconv.FormatFloat(ms, 'g', 3, 64) + "ms"
-	case d < time.Minute:
+	case ms < 1000*1000:
 		return strconv.FormatFloat(ms/1000, 'g', 3, 64) + "s"
 	}
 	return strconv.FormatFloat(d.Minutes(), 'g', 3, 64) + "min"
@@ -148,6 +155,14 @@ func (a windowAxis) center(i int) float64 { return a.left(i) + a.slot/2 }
 func windowTip(w verify.Window) string {
 	return "window " + strconv.Itoa(w.Index) + " (" + msDur(w.StartMS) + " – " + msDur(w.EndMS) + ")"
 }
+
+// minBarH is the least height of a bar with a non-zero count, so a bin or
+// window of a few among thousands (the tail a review is looking for) still
+// shows.
+const minBarH = 2.0
+
+// barTop is the top of a bar from base up to y, at least minBarH tall.
+func barTop(y, base float64) float64 { return math.Min(y, base-minBarH) }
 
 func ratio(num, den uint64) float64 {
 	if den == 0 {
@@ -198,7 +213,7 @@ func onTimeChart(id string, ws []verify.Window, b chartBounds) *chart {
 		r := ratio(w.Counts.OnTime, w.Counts.Expected)
 		y := c.linY(r, lo, hi)
 		c.Rects = append(c.Rects, rect{X: f1(a.left(i) + gap/2), Y: f1(y), W: f1(a.slot - gap), H: f1(float64(c.B) - y),
-			Class: "bar " + verdictClass(w.Verdict), Tip: windowTip(w) + ": " + pct(w.Counts.OnTime, w.Counts.Expected) + " on time, " + strconv.FormatUint(w.Counts.Expected, 10) + " expected, " + string(w.Verdict)})
+			Class: "bar " + verdictClass(w.Verdict), Tip: windowTip(w) + ": " + pct(w.Counts.OnTime, w.Counts.Expected) + " on time, " + strconv.FormatUint(w.Counts.Expected, 10) + " expected, " + string(w.Verdict) + reasonTip(w.Reason)})
 	}
 	if b.Within > 0 {
 		c.hmark(c.linY(b.Within, lo, hi), "target "+fmtPct(b.Within))
@@ -206,6 +221,13 @@ func onTimeChart(id string, ws []verify.Window, b chartBounds) *chart {
 	c.Legend = []legend{{"bar pass", "window passed"}, {"bar fail", "failed"}, {"bar inconclusive", "inconclusive"}, {"mark", "on-time target (--within)"}}
 	c.Caption = "Share of each window's expected deliveries that arrived within the on-time bound (windows by intended send time). The axis starts at " + fmtPct(lo) + "."
 	return c
+}
+
+func reasonTip(r string) string {
+	if r == "" {
+		return ""
+	}
+	return " (" + r + ")"
 }
 
 // latencyChart: p50, p95 and p99 per window on a log axis, with the on-time
@@ -301,6 +323,14 @@ func lossChart(id string, ws []verify.Window, b chartBounds) *chart {
 	for _, w := range ws {
 		hi = math.Max(hi, math.Max(float64(w.Counts.Lost), float64(w.Counts.Duplicates)))
 	}
+	if hi == 0 {
+		// Nothing to draw: a strip with the time axis and the sentence.
+		c.H, c.B = 90, 90-34
+		newWindowAxis(c, ws)
+		c.Empty = "no lost and no duplicate deliveries in any window"
+		c.Caption = "Gates: at most " + countLabel(b.MaxLost) + " lost and " + countLabel(b.MaxDups) + " duplicates in the run; a window with more fails."
+		return c
+	}
 	hi = 4 * niceMax(math.Max(hi, math.Max(b.MaxLost, b.MaxDups))*1.05/4)
 	c.linTicks(0, hi, countLabel)
 	a := newWindowAxis(c, ws)
@@ -314,7 +344,7 @@ func lossChart(id string, ws []verify.Window, b chartBounds) *chart {
 			if v.n == 0 {
 				continue
 			}
-			y := c.linY(float64(v.n), 0, hi)
+			y := barTop(c.linY(float64(v.n), 0, hi), float64(c.B))
 			c.Rects = append(c.Rects, rect{X: f1(a.left(i) + a.slot*0.15 + float64(k)*bw), Y: f1(y), W: f1(bw), H: f1(float64(c.B) - y),
 				Class: v.class, Tip: windowTip(w) + ": " + strconv.FormatUint(v.n, 10) + " " + v.name})
 		}
@@ -324,9 +354,6 @@ func lossChart(id string, ws []verify.Window, b chartBounds) *chart {
 	}
 	if b.MaxDups > 0 && b.MaxDups != b.MaxLost {
 		c.hmark(c.linY(b.MaxDups, 0, hi), "max dups "+countLabel(b.MaxDups))
-	}
-	if len(c.Rects) == 0 {
-		c.Empty = "no lost and no duplicate deliveries in any window"
 	}
 	c.Legend = []legend{{"bar lost", "lost"}, {"bar dup", "duplicates"}}
 	c.Caption = "Gates: at most " + countLabel(b.MaxLost) + " lost and " + countLabel(b.MaxDups) + " duplicates in the run; a window with more fails."
@@ -338,7 +365,7 @@ func lossChart(id string, ws []verify.Window, b chartBounds) *chart {
 // on-time and lost bounds drawn.
 func distributionChart(id string, lat, late *hdrhistogram.Snapshot, b chartBounds, lost uint64) *chart {
 	c := newChart(id, "Latency distribution")
-	c.H, c.B = 270, 270-34
+	c.H, c.T, c.B = 290, 44, 290-34 // room above the plot for the bounds' labels
 	var bars []hdrhistogram.Bar
 	var lateBars []hdrhistogram.Bar
 	var minV, maxV int64 = math.MaxInt64, 0
@@ -410,13 +437,16 @@ func distributionChart(id string, lat, late *hdrhistogram.Snapshot, b chartBound
 		x := float64(c.L) + float64(i)*bw
 		span := msLabel(from/1000) + " – " + msLabel(to/1000)
 		if counts[i] > 0 {
-			y := c.linY(float64(counts[i]), 0, yHi)
+			y := barTop(c.linY(float64(counts[i]), 0, yHi), float64(c.B))
 			c.Rects = append(c.Rects, rect{X: f1(x + 0.5), Y: f1(y), W: f1(math.Max(bw-1, 0.5)), H: f1(float64(c.B) - y),
 				Class: "bar s1", Tip: span + ": " + strconv.FormatInt(counts[i], 10) + " deliveries"})
 		}
 		if lateCounts[i] > 0 {
-			base := c.linY(float64(counts[i]), 0, yHi)
-			y := c.linY(float64(counts[i]+lateCounts[i]), 0, yHi)
+			base := float64(c.B)
+			if counts[i] > 0 {
+				base = barTop(c.linY(float64(counts[i]), 0, yHi), base)
+			}
+			y := barTop(c.linY(float64(counts[i]+lateCounts[i]), 0, yHi), base)
 			c.Rects = append(c.Rects, rect{X: f1(x + 0.5), Y: f1(y), W: f1(math.Max(bw-1, 0.5)), H: f1(base - y),
 				Class: "bar lost", Tip: span + ": " + strconv.FormatInt(lateCounts[i], 10) + " late (lost)"})
 		}
@@ -426,6 +456,10 @@ func distributionChart(id string, lat, late *hdrhistogram.Snapshot, b chartBound
 		}
 	}
 	c.Lines = append(c.Lines, line{Points: joinPts(pts), Class: "s3"})
+	for i := 0; i <= 4; i++ {
+		v := float64(i) / 4
+		c.Y2Ticks = append(c.Y2Ticks, tick{X: strconv.Itoa(c.R), Y: f1(c.linY(v, 0, 1)), Label: strconv.Itoa(25*i) + "%"})
+	}
 	if latUS > 0 {
 		c.vmark(xAt(latUS), "on time ≤ "+msLabel(latUS/1000))
 	}
@@ -433,7 +467,7 @@ func distributionChart(id string, lat, late *hdrhistogram.Snapshot, b chartBound
 		c.vmark(xAt(lostUS), "lost > "+msLabel(lostUS/1000))
 	}
 	c.YLabel = "deliveries"
-	c.Legend = []legend{{"bar s1", "delivered"}, {"bar lost", "late (arrived after the lost bound: lost)"}, {"line s3", "cumulative share (0–100% of the plot's height)"}, {"mark", "bounds"}}
+	c.Legend = []legend{{"bar s1", "delivered"}, {"bar lost", "late (arrived after the lost bound: lost)"}, {"line s3", "cumulative share (right axis)"}, {"mark", "bounds"}}
 	c.Caption = "Every first arrival of an expected message, in logarithmic bins (10 a decade)."
 	if lost > 0 {
 		c.Caption += " " + strconv.FormatUint(lost, 10) + " lost deliveries are not in it (those that never arrived have no latency)."
@@ -452,15 +486,29 @@ func joinPts(pts []string) string {
 	return s
 }
 
+// timeSteps are the round steps, in seconds, of a time axis: 30s and 1m,
+// not 25s and 1m15s.
+var timeSteps = []float64{1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400}
+
+// timeStep is the least of timeSteps at least s (s when past them all).
+func timeStep(s float64) float64 {
+	for _, t := range timeSteps {
+		if t >= s {
+			return t
+		}
+	}
+	return niceMax(s)
+}
+
 // tickAxis places samples by time on the x axis.
 func tickAxis(c *chart, ts []Tick) func(float64) float64 {
 	end := ts[len(ts)-1].AtS
 	if end <= 0 {
 		end = 1
 	}
-	step := niceMax(end / 6)
+	step := timeStep(end / 6)
 	for v := 0.0; v <= end+1e-9; v += step {
-		c.XTicks = append(c.XTicks, tick{X: f1(float64(c.L) + v/end*c.plotW()), Y: strconv.Itoa(c.B), Label: (time.Duration(v) * time.Second).String()})
+		c.XTicks = append(c.XTicks, tick{X: f1(float64(c.L) + v/end*c.plotW()), Y: strconv.Itoa(c.B), Label: durLabel(time.Duration(v * float64(time.Second)))})
 	}
 	return func(at float64) float64 { return float64(c.L) + at/end*c.plotW() }
 }
@@ -498,6 +546,10 @@ func usersChart(id string, ts []Tick, target int) *chart {
 			cls = classes[(i-1)%len(classes)]
 		}
 		var pts []string
+		if ts[0].AtS > 0 {
+			// Every run starts with no users; the first sample is a tick later.
+			pts = append(pts, f1(x(0))+","+f1(c.linY(0, 0, hi)))
+		}
 		for _, t := range ts {
 			n := t.Users[name]
 			if name == "all" {
@@ -515,7 +567,7 @@ func usersChart(id string, ts []Tick, target int) *chart {
 		c.hmark(c.linY(float64(target), 0, hi), "target "+strconv.Itoa(target))
 		c.Legend = append(c.Legend, legend{"mark", "target users"})
 	}
-	c.Caption = "Users running at each live tick, by kind."
+	c.Caption = "Users running at each live tick, by kind (none at the start)."
 	return c
 }
 
@@ -574,8 +626,10 @@ func busChart(id string, s *busstats.Series) *chart {
 	c := newChart(id, "Bus health over the run")
 	var keys []string
 	for _, k := range busKeys {
+		// A value that stays 0 (the MQTT clients of a long-poll run) would be
+		// a flat line on the axis: only values that moved are drawn.
 		for _, smp := range s.Samples {
-			if _, ok := smp.Values[k]; ok {
+			if v, ok := smp.Values[k]; ok && v != 0 {
 				keys = append(keys, k)
 				break
 			}
@@ -591,9 +645,9 @@ func busChart(id string, s *busstats.Series) *chart {
 	if end <= 0 {
 		end = 1
 	}
-	step := niceMax(end / 6)
+	step := timeStep(end / 6)
 	for v := 0.0; v <= end+1e-9; v += step {
-		c.XTicks = append(c.XTicks, tick{X: f1(float64(c.L) + v/end*c.plotW()), Y: strconv.Itoa(c.B), Label: (time.Duration(v) * time.Second).String()})
+		c.XTicks = append(c.XTicks, tick{X: f1(float64(c.L) + v/end*c.plotW()), Y: strconv.Itoa(c.B), Label: durLabel(time.Duration(v * float64(time.Second)))})
 	}
 	c.linTicks(0, 1, func(v float64) string { return strconv.FormatFloat(v*100, 'f', 0, 64) + "%" })
 	classes := []string{"s1", "s2", "s3", "s4"}
@@ -617,6 +671,6 @@ func busChart(id string, s *busstats.Series) *chart {
 		c.Lines = append(c.Lines, line{Points: joinPts(pts), Class: classes[i]})
 		c.Legend = append(c.Legend, legend{"line " + classes[i], strings.TrimPrefix(k, "$SYS/broker/") + " (max " + strconv.FormatFloat(hi, 'g', 4, 64) + ")"})
 	}
-	c.Caption = "The bus's own numbers, sampled every few seconds; each line is scaled to its own maximum."
+	c.Caption = "The bus's own numbers, sampled every few seconds; each line is scaled to its own maximum (values that stayed 0 are in the table only)."
 	return c
 }
