@@ -132,7 +132,7 @@ func TestHTMLFailing(t *testing.T) {
 	if got := strings.TrimSpace(d.byID["verdict"]); got != "FAIL" {
 		t.Errorf("verdict badge %q, want FAIL", got)
 	}
-	if got := strings.TrimSpace(d.byID["reason"]); got != "gates failed: [lost]" {
+	if got := strings.TrimSpace(d.byID["reason"]); got != "gates failed: lost" {
 		t.Errorf("reason %q", got)
 	}
 	for _, g := range [][]string{
@@ -167,7 +167,7 @@ func TestHTMLFailing(t *testing.T) {
 	}
 	for _, w := range [][]string{
 		{"0", "0s – 1m", "600", "99.50%", "0", "0", "15.20", "PASS"},
-		{"1", "1m – 2m", "400", "98.25%", "3", "0", "1500.0", "FAIL", "gates failed: [lost]"},
+		{"1", "1m – 2m", "400", "98.25%", "3", "0", "1500.0", "FAIL", "gates failed: lost"},
 	} {
 		if !d.hasRow("windows", w...) {
 			t.Errorf("no windows row %q in %q", w, d.rows["windows"])

@@ -165,7 +165,7 @@ func Table(w io.Writer, r verify.Result) error {
 }
 
 // VerdictLine is the last line of Table: "verdict: PASS", or the verdict with
-// its reason, e.g. "verdict: FAIL (gates failed: [lost])".
+// its reason, e.g. "verdict: FAIL (gates failed: lost)".
 func VerdictLine(r verify.Result) string {
 	v := strings.ToUpper(string(r.Verdict))
 	if v == "" {

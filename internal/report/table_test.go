@@ -21,7 +21,7 @@ func sampleResult(c verify.Counts) verify.Result {
 		LateMS:    verify.Latency{Count: c.Late, P50: 16000, P95: 17000, P99: 17100, Max: 17200},
 		Windows: []verify.Window{
 			{Index: 0, StartMS: 0, EndMS: 60000, Verdict: verify.Pass},
-			{Index: 1, StartMS: 60000, EndMS: 120000, Verdict: verify.Fail, Reason: "gates failed: [lost]"},
+			{Index: 1, StartMS: 60000, EndMS: 120000, Verdict: verify.Fail, Reason: "gates failed: lost"},
 		},
 	}
 }
@@ -68,7 +68,7 @@ func TestTable(t *testing.T) {
 				{"publish_availability", ">= 99.90%", "100.00%", "PASS"},
 				{"hard_failures", "<= 0", "0", "PASS"},
 			},
-			verdict: "verdict: FAIL (gates failed: [lost])",
+			verdict: "verdict: FAIL (gates failed: lost)",
 		},
 		{
 			name:    "pass",
@@ -135,10 +135,10 @@ func TestLiveAndWindowLines(t *testing.T) {
 	if got := empty.Line(0, "", -1, verify.Result{}); !strings.Contains(got, "(-) received 0 (-) on-time so far - ") {
 		t.Errorf("empty line = %q", got)
 	}
-	w := verify.Window{Index: 3, StartMS: 180000, EndMS: 240000, Verdict: verify.Fail, Reason: "gates failed: [lost]",
+	w := verify.Window{Index: 3, StartMS: 180000, EndMS: 240000, Verdict: verify.Fail, Reason: "gates failed: lost",
 		Counts: verify.Counts{Expected: 600, OnTime: 597, Lost: 3}, Latency: verify.Latency{Count: 597, P99: 15.2}}
 	got = WindowLine(w)
-	want = "window 3 [3m0s..4m0s] FAIL expected 600 on-time 99.50% lost 3 dups 0 p99 15.20ms (gates failed: [lost])"
+	want = "window 3 [3m0s..4m0s] FAIL expected 600 on-time 99.50% lost 3 dups 0 p99 15.20ms (gates failed: lost)"
 	if got != want {
 		t.Errorf("WindowLine = %q, want %q", got, want)
 	}

@@ -3,6 +3,7 @@ package verify
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -307,7 +308,7 @@ func (g Gates) Evaluate(c Counts) (Verdict, string, []Gate) {
 		}
 	}
 	if len(failed) > 0 {
-		return Fail, fmt.Sprintf("gates failed: %v", failed), gates
+		return Fail, "gates failed: " + strings.Join(failed, ", "), gates
 	}
 	if !covered {
 		return Inconclusive, fmt.Sprintf("coverage %.1f%% below %.1f%%: only %d of %d published messages had a subscriber expecting them",
