@@ -94,8 +94,9 @@ type Runner struct {
 	cfg     Config
 	dialer  bus.Dialer
 	clock   verify.Clock
-	events  *verify.Ledger // learner → proctor
-	control *verify.Ledger // proctor → learner
+	root    context.Context // Run's ctx: it ends when the run is interrupted
+	events  *verify.Ledger  // learner → proctor
+	control *verify.Ledger  // proctor → learner
 	stats   *stats.Stats
 	pool    *idpool.Pool
 	reg     *registry
@@ -298,6 +299,10 @@ func maxLatency(a, b verify.Latency) verify.Latency {
 		P99: max(a.P99, b.P99), Max: max(a.Max, b.Max)}
 }
 
+// interrupted reports whether the run was told to stop at once (Run's ctx
+// ended), not at its end.
+func (r *Runner) interrupted() bool { return r.root.Err() != nil }
+
 // Run runs the users until Config.Duration has passed (then drains) or ctx
 // ends (then stops at once), and returns the summary. It can be called once.
 // Every goroutine it starts has ended when it returns, and every connection
@@ -307,6 +312,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		return Summary{}, ErrRunning
 	}
 	cfg := r.cfg
+	r.root = ctx
 	start := time.Now()
 	r.begin.Store(start.UnixNano())
 	startNS := r.clock.Now()
@@ -337,10 +343,12 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		}
 	})
 
+	groups, stopGroups := newCtxGroups(pubCtx, subCtx, min(len(r.users), maxCtxGroups))
+	defer stopGroups()
 	spawnDone := make(chan struct{})
 	go func() {
 		defer close(spawnDone)
-		r.spawn(pubCtx, subCtx, start)
+		r.spawn(groups, start)
 	}()
 
 	deadline := time.NewTimer(cfg.Duration)
@@ -450,7 +458,8 @@ func (r *Runner) local(n int) int {
 }
 
 // spawn starts and stops users to follow the target until pubCtx ends.
-func (r *Runner) spawn(pubCtx, subCtx context.Context, start time.Time) {
+func (r *Runner) spawn(groups []ctxGroup, start time.Time) {
+	pubCtx := groups[0].pub // ends with the run's pubCtx, as every group does
 	t := time.NewTicker(spawnTick)
 	defer t.Stop()
 	running := 0 // users started and not ramped down
@@ -462,7 +471,8 @@ func (r *Runner) spawn(pubCtx, subCtx context.Context, start time.Time) {
 			if u.running || !u.ended() {
 				continue
 			}
-			r.startUser(pubCtx, subCtx, u)
+			g := groups[i%len(groups)]
+			r.startUser(g.pub, g.sub, u)
 			running++
 		}
 		if int64(running) > r.peak.Load() {
@@ -486,6 +496,35 @@ func (r *Runner) spawn(pubCtx, subCtx context.Context, start time.Time) {
 		case <-pubCtx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// A ctxGroup is the parent of some users' contexts: a child of the run's
+// pubCtx and one of its subCtx. Ending a context (its cancel func) takes its
+// parent's lock; with every user's contexts children of one parent, thousands
+// of users stopping at once queued on that one lock (a goroutine dump 1.2 s
+// after SIGINT to 16,700 MQTT users: 7,300 of them waiting on it).
+type ctxGroup struct{ pub, sub context.Context }
+
+// maxCtxGroups bounds the groups: about users/256 users share a parent.
+const maxCtxGroups = 256
+
+// newCtxGroups makes n (at least 1) groups under pubCtx and subCtx, and a
+// func that ends them.
+func newCtxGroups(pubCtx, subCtx context.Context, n int) ([]ctxGroup, func()) {
+	n = max(n, 1)
+	groups := make([]ctxGroup, n)
+	stops := make([]context.CancelFunc, 0, 2*n)
+	for i := range groups {
+		pub, stopPub := context.WithCancel(pubCtx)
+		sub, stopSub := context.WithCancel(subCtx)
+		groups[i] = ctxGroup{pub, sub}
+		stops = append(stops, stopPub, stopSub)
+	}
+	return groups, func() {
+		for _, stop := range stops {
+			stop()
 		}
 	}
 }

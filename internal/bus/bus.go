@@ -131,6 +131,14 @@ type Unsubscriber interface {
 	Unsubscribe(ctx context.Context, topics []string) error
 }
 
+// Aborter is a Conn that can be dropped at once, without the protocol's
+// goodbye (MQTT DISCONNECT) and with a TCP reset rather than an orderly close:
+// what swarm does with its connections when a run is interrupted, so that
+// thousands of them stop in time. Afterwards it is closed, as after Close.
+type Aborter interface {
+	Abort() error
+}
+
 // Dialer opens a Conn for one user. id must be unique per connection.
 type Dialer interface {
 	Dial(ctx context.Context, id string, h Handler) (Conn, error)

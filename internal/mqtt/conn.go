@@ -417,7 +417,7 @@ func (c *Conn) reconnect(cause error) *epoch {
 			continue
 		}
 		if !c.adopt(ep) {
-			ep.disconnect()
+			ep.disconnect(false)
 			ep.fail()
 			return nil
 		}
@@ -455,8 +455,21 @@ func (c *Conn) resubscribe(ep *epoch) {
 	c.h.HandleEvent(bus.Event{Kind: bus.Subscribed, At: now, Latency: now.Sub(start), Granted: granted, Err: err})
 }
 
-// disconnect sends DISCONNECT (best effort) and closes the socket.
-func (e *epoch) disconnect() {
+// disconnect sends DISCONNECT (best effort) and closes the socket; with
+// abort it sends nothing and resets the TCP connection instead (no FIN
+// exchange, no TIME_WAIT: the cheapest end for both sides).
+func (e *epoch) disconnect(abort bool) {
+	if abort {
+		nc := e.conn
+		if w, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS
+			nc = w.NetConn()
+		}
+		if tc, ok := nc.(interface{ SetLinger(int) error }); ok {
+			_ = tc.SetLinger(0)
+		}
+		_ = e.conn.Close()
+		return
+	}
 	e.mu.Lock()
 	if !e.dead && e.werr == nil {
 		e.wbuf = append(e.wbuf, 0xe0, 0)
@@ -469,7 +482,11 @@ func (e *epoch) disconnect() {
 // shutdown stops the Conn once: no reconnect after it, the live connection is
 // disconnected (DISCONNECT, then close) and a message handler in flight
 // finishes.
-func (c *Conn) shutdown() {
+func (c *Conn) shutdown() { c.stop(false) }
+
+// stop is shutdown, aborting the live connection (see epoch.disconnect) if
+// abort.
+func (c *Conn) stop(abort bool) {
 	c.once.Do(func() {
 		c.mu.Lock()
 		c.closed = true
@@ -477,7 +494,7 @@ func (c *Conn) shutdown() {
 		c.mu.Unlock()
 		c.cancel()
 		if ep != nil {
-			ep.disconnect()
+			ep.disconnect(abort)
 		}
 		c.hmu.Lock()
 		c.hclosed = true
@@ -490,6 +507,15 @@ func (c *Conn) shutdown() {
 func (c *Conn) Close() error {
 	c.cancel()
 	c.shutdown()
+	c.wg.Wait()
+	return nil
+}
+
+// Abort is Close without DISCONNECT, resetting the TCP connection (see
+// bus.Aborter). It always returns nil.
+func (c *Conn) Abort() error {
+	c.stop(true)
+	c.cancel()
 	c.wg.Wait()
 	return nil
 }

@@ -31,6 +31,7 @@ type brokerOpts struct {
 }
 
 type broker struct {
+	hook *testHook
 	srv  *mochi.Server
 	addr string
 	ln   *countingListener
@@ -41,12 +42,33 @@ type broker struct {
 type testHook struct {
 	mochi.HookBase
 	o brokerOpts
+
+	mu   sync.Mutex
+	gone map[string]error // client ID → why its connection ended
+}
+
+// OnDisconnect records why each client's connection ended.
+func (h *testHook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gone == nil {
+		h.gone = map[string]error{}
+	}
+	h.gone[cl.ID] = err
+}
+
+// disconnected reports whether client id's connection ended, and why.
+func (h *testHook) disconnected(id string) (error, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	err, ok := h.gone[id]
+	return err, ok
 }
 
 func (h *testHook) ID() string { return "eventswarm-test" }
 
 func (h *testHook) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnSessionEstablished
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnSessionEstablished || b == mochi.OnDisconnect
 }
 
 // OnSessionEstablished turns off mochi's outbound flow control, which
@@ -77,7 +99,8 @@ func startBroker(t testing.TB, o brokerOpts) *broker {
 		Capabilities: caps,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err := srv.AddHook(&testHook{o: o}, nil); err != nil {
+	hook := &testHook{o: o}
+	if err := srv.AddHook(hook, nil); err != nil {
 		t.Fatal(err)
 	}
 	addr := o.addr
@@ -99,7 +122,7 @@ func startBroker(t testing.TB, o brokerOpts) *broker {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	b := &broker{srv: srv, addr: ln.Addr().String(), ln: cl}
+	b := &broker{hook: hook, srv: srv, addr: ln.Addr().String(), ln: cl}
 	t.Cleanup(b.close)
 	return b
 }

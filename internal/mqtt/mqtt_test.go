@@ -9,11 +9,13 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/bus"
+	mpackets "github.com/mochi-mqtt/server/v2/packets"
 )
 
 func dial(t testing.TB, c *Client, ctx context.Context, id string, h bus.Handler) *Conn {
@@ -291,6 +293,46 @@ func TestContextCancelStops(t *testing.T) {
 	waitGoroutines(t, base)
 	if ks := rec.kinds(); !slices.Equal(ks, []bus.EventKind{bus.Connected, bus.Subscribed}) {
 		t.Fatalf("events: got %v, want no reconnect after cancel", ks)
+	}
+}
+
+// TestAbort: Close says DISCONNECT; Abort sends nothing and resets the
+// connection (the broker reads a reset, not a goodbye). Both end the Conn's
+// goroutines, and neither reconnects.
+func TestAbort(t *testing.T) {
+	b := startBroker(t, brokerOpts{})
+	base := runtime.NumGoroutine()
+	c := newClient(t, Config{URL: "mqtt://" + b.addr, Backoff: fastBackoff})
+	var politeRec, abortRec recorder
+	polite := dial(t, c, context.Background(), "polite", &politeRec)
+	abort := dial(t, c, context.Background(), "abort", &abortRec)
+	if err := abort.Subscribe(context.Background(), []string{"a/1"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = polite.Close()
+	if err := bus.Aborter(abort).Abort(); err != nil {
+		t.Fatal(err)
+	}
+	var politeErr, abortErr error
+	pollUntil(t, "broker to see both clients go", func() bool {
+		var ok1, ok2 bool
+		politeErr, ok1 = b.hook.disconnected("polite")
+		abortErr, ok2 = b.hook.disconnected("abort")
+		return ok1 && ok2
+	})
+	if politeErr != nil && !errors.Is(politeErr, mpackets.CodeDisconnect) {
+		t.Errorf("after Close the broker saw %v; want a DISCONNECT", politeErr)
+	}
+	if !errors.Is(abortErr, syscall.ECONNRESET) {
+		t.Errorf("after Abort the broker saw %v; want a connection reset", abortErr)
+	}
+	if err := abort.Publish(context.Background(), "a/1", []byte("x")); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("Publish after Abort: got %v, want ErrNotConnected", err)
+	}
+	_ = abort.Close() // idempotent
+	waitGoroutines(t, base)
+	if ks := abortRec.kinds(); !slices.Equal(ks, []bus.EventKind{bus.Connected, bus.Subscribed}) {
+		t.Errorf("events after Abort: got %v, want no disconnect or reconnect", ks)
 	}
 }
 
