@@ -151,21 +151,28 @@ func TestEmbeddedFaultsKnownAnswer(t *testing.T) {
 	}
 }
 
+// checkCorrupt runs probe (cfg, for a second) on the embedded bus tc, which
+// corrupts a share rate of the payloads (markers spared), and checks that
+// every corrupted payload is counted and fails the run.
+func checkCorrupt(t *testing.T, tc target.Config, cfg probe.Config, rate float64) {
+	t.Helper()
+	cfg.Duration = time.Second
+	tc.Bus.Faults = localbus.Faults{Seed: 3, Corrupt: rate, Skip: verify.IsMarker}
+	out, tgt := runProbe(t, tc, cfg)
+	inj := tgt.Embedded().Injected()
+	if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {
+		t.Fatalf("corrupt = %d, want %d injected (> 0)", out.Counts.Corrupt, inj.Corrupted)
+	}
+	if out.Verdict != verify.Fail {
+		t.Fatalf("verdict %s, want fail on corrupt payloads", out.Verdict)
+	}
+}
+
 func TestEmbeddedCorruptFailsHard(t *testing.T) {
 	for _, proto := range []string{target.HTTP, target.MQTTWS} {
 		t.Run("protocol="+proto, func(t *testing.T) {
 			t.Parallel()
-			cfg := fastConfig()
-			cfg.Duration = time.Second
-			faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: verify.IsMarker}
-			out, tgt := runProbe(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
-			inj := tgt.Embedded().Injected()
-			if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {
-				t.Fatalf("corrupt = %d, want %d injected (> 0)", out.Counts.Corrupt, inj.Corrupted)
-			}
-			if out.Verdict != verify.Fail {
-				t.Fatalf("verdict %s, want fail on corrupt payloads", out.Verdict)
-			}
+			checkCorrupt(t, target.Config{Embedded: proto, Bus: localbus.Config{Hold: 2 * time.Second}}, fastConfig(), 0.05)
 		})
 	}
 }

@@ -67,17 +67,7 @@ func TestEmbeddedStreamCorruptFailsHard(t *testing.T) {
 	for _, via := range streamVias {
 		t.Run("via="+via, func(t *testing.T) {
 			t.Parallel()
-			cfg := fastConfig()
-			cfg.Duration = time.Second
-			faults := localbus.Faults{Seed: 3, Corrupt: 0.05, Skip: verify.IsMarker}
-			out, tgt := runProbe(t, target.Config{SubscribeVia: via, Bus: localbus.Config{Hold: 2 * time.Second, Faults: faults}}, cfg)
-			inj := tgt.Embedded().Injected()
-			if out.Counts.Corrupt != inj.Corrupted || inj.Corrupted == 0 {
-				t.Fatalf("corrupt = %d, want %d injected (> 0)", out.Counts.Corrupt, inj.Corrupted)
-			}
-			if out.Verdict != verify.Fail {
-				t.Fatalf("verdict %s, want fail on corrupt payloads", out.Verdict)
-			}
+			checkCorrupt(t, target.Config{SubscribeVia: via, Bus: localbus.Config{Hold: 2 * time.Second}}, fastConfig(), 0.05)
 		})
 	}
 }
