@@ -40,29 +40,9 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
-// garbageTCP accepts connections and writes bytes that are neither MQTT nor HTTP.
-func garbageTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("\x00\xffthis is not a protocol\r\n\r\n"))
-			c.Close()
-		}
-	}()
-	return l.Addr().String()
-}
-
-// answerTCP answers every connection's first read with b (a scripted broker).
-func answerTCP(t *testing.T, b []byte) string {
+// serveTCP accepts loopback connections until the test ends, each handled by
+// serve on its own goroutine (which closes it), and returns the address.
+func serveTCP(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,14 +57,26 @@ func answerTCP(t *testing.T, b []byte) string {
 			}
 			go func() {
 				defer c.Close()
-				buf := make([]byte, 1024)
-				if _, err := c.Read(buf); err == nil {
-					c.Write(b)
-				}
+				serve(c)
 			}()
 		}
 	}()
 	return l.Addr().String()
+}
+
+// garbageTCP accepts connections and writes bytes that are neither MQTT nor HTTP.
+func garbageTCP(t *testing.T) string {
+	return serveTCP(t, func(c net.Conn) { c.Write([]byte("\x00\xffthis is not a protocol\r\n\r\n")) })
+}
+
+// answerTCP answers every connection's first read with b (a scripted broker).
+func answerTCP(t *testing.T, b []byte) string {
+	return serveTCP(t, func(c net.Conn) {
+		buf := make([]byte, 1024)
+		if _, err := c.Read(buf); err == nil {
+			c.Write(b)
+		}
+	})
 }
 
 func TestUsageErrors(t *testing.T) {
