@@ -62,21 +62,19 @@ PY
 }
 
 for q in $QOS; do
-  # eventswarm probe: 10 streams × 1 subscriber, paced.
-  dur=$(python3 -c "print(max(5, round($COUNT / ($RATE * $STREAMS))))")
-  /usr/bin/time -v "$work/probe" --target "mqtt://$broker" --qos "$q" --rate "$RATE" --streams $STREAMS \
-    --subscribers 1 --payload-size "$PAYLOAD" --duration "${dur}s" --mqtt-linger "$LINGER" --quiet \
-    --json "$work/probe.json" >"$work/probe.out" 2>"$work/probe.time" || true
-  d=$(python3 -c "import json; c=json.load(open('$work/probe.json'))['counts']; print(c['on_time']+c['slow'])")
-  record "eventswarm-probe" "$q" "$d" "$dur" "$work/probe.time"
-  # The same on one scheduler thread: at paced rates Go's idle threads spin and
-  # poll (findRunnable/netpoll were ~40% of probe's CPU at QoS 1), and one P
+  # eventswarm probe: 10 streams × 1 subscriber, paced; then the same on one
+  # scheduler thread: at paced rates Go's idle threads spin and poll
+  # (findRunnable/netpoll were ~40% of probe's CPU at QoS 1), and one P
   # carries 10k msg/s with room to spare.
-  GOMAXPROCS=1 /usr/bin/time -v "$work/probe" --target "mqtt://$broker" --qos "$q" --rate "$RATE" --streams $STREAMS \
-    --subscribers 1 --payload-size "$PAYLOAD" --duration "${dur}s" --mqtt-linger "$LINGER" --quiet \
-    --json "$work/probe1.json" >"$work/probe1.out" 2>"$work/probe1.time" || true
-  d=$(python3 -c "import json; c=json.load(open('$work/probe1.json'))['counts']; print(c['on_time']+c['slow'])")
-  record "eventswarm-probe-GOMAXPROCS=1" "$q" "$d" "$dur" "$work/probe1.time"
+  dur=$(python3 -c "print(max(5, round($COUNT / ($RATE * $STREAMS))))")
+  for procs in "" 1; do
+    name=eventswarm-probe${procs:+-GOMAXPROCS=$procs}
+    env ${procs:+GOMAXPROCS=$procs} /usr/bin/time -v "$work/probe" --target "mqtt://$broker" --qos "$q" --rate "$RATE" \
+      --streams $STREAMS --subscribers 1 --payload-size "$PAYLOAD" --duration "${dur}s" --mqtt-linger "$LINGER" --quiet \
+      --json "$work/$name.json" >"$work/$name.out" 2>"$work/$name.time" || true
+    d=$(python3 -c "import json; c=json.load(open('$work/$name.json'))['counts']; print(c['on_time']+c['slow'])")
+    record "$name" "$q" "$d" "$dur" "$work/$name.time"
+  done
 
   # bare: unpaced, pipelined (the limit).
   /usr/bin/time -v "$work/bare" -broker "$broker" -qos "$q" -count "$COUNT" -size "$PAYLOAD" \

@@ -348,7 +348,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	spawnDone := make(chan struct{})
 	go func() {
 		defer close(spawnDone)
-		r.spawn(groups, start)
+		r.spawn(pubCtx, groups, start)
 	}()
 
 	deadline := time.NewTimer(cfg.Duration)
@@ -457,9 +457,9 @@ func (r *Runner) local(n int) int {
 	return (n - r.cfg.Shard + r.cfg.Shards - 1) / r.cfg.Shards
 }
 
-// spawn starts and stops users to follow the target until pubCtx ends.
-func (r *Runner) spawn(groups []ctxGroup, start time.Time) {
-	pubCtx := groups[0].pub // ends with the run's pubCtx, as every group does
+// spawn starts and stops users to follow the target until pubCtx ends, each
+// user under its group of contexts (children of pubCtx and subCtx).
+func (r *Runner) spawn(pubCtx context.Context, groups []ctxGroup, start time.Time) {
 	t := time.NewTicker(spawnTick)
 	defer t.Stop()
 	running := 0 // users started and not ramped down

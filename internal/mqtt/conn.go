@@ -504,17 +504,16 @@ func (c *Conn) stop(abort bool) {
 
 // Close disconnects at once (sending DISCONNECT), stops the reconnect loop
 // and waits for the Conn's goroutines. It always returns nil.
-func (c *Conn) Close() error {
-	c.cancel()
-	c.shutdown()
-	c.wg.Wait()
-	return nil
-}
+func (c *Conn) Close() error { return c.end(false) }
 
 // Abort is Close without DISCONNECT, resetting the TCP connection (see
 // bus.Aborter). It always returns nil.
-func (c *Conn) Abort() error {
-	c.stop(true)
+func (c *Conn) Abort() error { return c.end(true) }
+
+// end is Close or Abort: stop first (a cancel first would start the
+// context's own polite shutdown), then wait for the goroutines.
+func (c *Conn) end(abort bool) error {
+	c.stop(abort)
 	c.cancel()
 	c.wg.Wait()
 	return nil
