@@ -62,14 +62,14 @@ PY
 }
 
 for q in $QOS; do
-  # eventswarm probe: 10 streams × 1 subscriber, paced; then the same on one
-  # scheduler thread: at paced rates Go's idle threads spin and poll
-  # (findRunnable/netpoll were ~40% of probe's CPU at QoS 1), and one P
-  # carries 10k msg/s with room to spare.
+  # eventswarm probe: 10 streams × 1 subscriber, paced: as it runs by
+  # default (--procs auto: one scheduler thread at this load, since idle
+  # threads' spinning and polling were ~40% of its CPU at QoS 1), and with
+  # Go's default thread count (--procs 0).
   dur=$(python3 -c "print(max(5, round($COUNT / ($RATE * $STREAMS))))")
-  for procs in "" 1; do
-    name=eventswarm-probe${procs:+-GOMAXPROCS=$procs}
-    env ${procs:+GOMAXPROCS=$procs} /usr/bin/time -v "$work/probe" --target "mqtt://$broker" --qos "$q" --rate "$RATE" \
+  for procs in auto 0; do
+    name=eventswarm-probe; [ "$procs" = auto ] || name=eventswarm-probe-procs=$procs
+    /usr/bin/time -v "$work/probe" --target "mqtt://$broker" --qos "$q" --rate "$RATE" --procs "$procs" \
       --streams $STREAMS --subscribers 1 --payload-size "$PAYLOAD" --duration "${dur}s" --mqtt-linger "$LINGER" --quiet \
       --json "$work/$name.json" >"$work/$name.out" 2>"$work/$name.time" || true
     d=$(python3 -c "import json; c=json.load(open('$work/$name.json'))['counts']; print(c['on_time']+c['slow'])")

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
@@ -40,6 +41,7 @@ type options struct {
 	connectTimeout time.Duration
 	cpuProfile     string
 	windowLog      string
+	procs          int // --procs: -1 auto, 0 Go's default, else GOMAXPROCS
 }
 
 func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
@@ -60,6 +62,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "how long the first reach of the target may take")
 	fs.StringVar(&o.junitPath, "junit", "", "write one JUnit test case per gate to FILE")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the probe to FILE (diagnostics)")
+	procs := fs.String("procs", "auto", "scheduler threads (GOMAXPROCS) for probe: auto = 1 when the planned publishes + deliveries per second are at most 20000 against an external bus and $GOMAXPROCS is unset (idle threads' spinning costs more than it gives at paced rates), else Go's default; 0 = Go's default; N = N")
 	fs.StringVar(&o.windowLog, "window-log", "", "append each closed window as one line of JSON to FILE (with --duration 0 and no --window-log: to stderr)")
 	if err := cli.ParseArgs(fs, "probe", "Publishes sequence-stamped messages, subscribes to them and gates on delivery SLOs.", args, stdout, stderr); err != nil {
 		return nil, err
@@ -74,6 +77,11 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	}
 
 	o.run = run
+	if n, err := parseProcs(*procs); err != nil {
+		errs = append(errs, err)
+	} else {
+		o.procs = n
+	}
 	// Flags have non-zero defaults, so a zero here was typed: reject it before
 	// Defaults would replace it.
 	if o.cfg.Rate <= 0 {
@@ -187,6 +195,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	cancel()
 	if err != nil {
 		return couldNotRun(fmt.Errorf("probe: cannot use %s: %w", tgt.Describe(), err))
+	}
+	if handleSignals { // the real process only: tests run probe in theirs
+		perMsg := float64(1 + o.cfg.Subscribers)
+		if o.cfg.ShareGroup != "" {
+			perMsg = 2
+		}
+		load := o.cfg.Rate * float64(o.cfg.Streams) * perMsg
+		if n, why := chooseProcs(o.procs, os.Getenv("GOMAXPROCS"), load, tgt.Embedded() != nil); n > 0 {
+			runtime.GOMAXPROCS(n)
+			if why != "" {
+				fmt.Fprintln(stderr, "probe: "+why)
+			}
+		}
 	}
 	subs := fmt.Sprintf("%d subscriber(s)", o.cfg.Subscribers)
 	if g := o.cfg.ShareGroup; g != "" {

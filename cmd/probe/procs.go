@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// procsAutoMax is the message load (publishes plus expected deliveries per
+// second) up to which --procs auto runs probe on one scheduler thread. At
+// paced rates Go's idle threads spin and poll between ticks (findRunnable and
+// netpoll were ~40% of probe's CPU at QoS 1, 10k msg/s); one thread carries
+// this load with room to spare on this project's machines (QoS 0 and 1 at
+// 10k publishes/s × 1 subscriber: 35–50% less CPU per message), while QoS 1
+// at 30k publishes/s fell behind on one.
+const procsAutoMax = 20000
+
+// parseProcs checks --procs: "auto" (-1) or a count >= 0 (0 = Go's default).
+func parseProcs(s string) (int, error) {
+	if s == "auto" {
+		return -1, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("probe: --procs must be auto, 0 (Go's default) or a thread count, got %q", s)
+	}
+	return n, nil
+}
+
+// chooseProcs says what GOMAXPROCS probe should set (0: leave the runtime's)
+// and why, for --procs spec (from parseProcs). env is $GOMAXPROCS (set: the
+// user chose, auto leaves it); load is the planned messages per second
+// (publishes + expected deliveries); embedded is true when the bus runs in
+// this process (its broker needs the threads too, so auto leaves them).
+func chooseProcs(spec int, env string, load float64, embedded bool) (int, string) {
+	switch {
+	case spec >= 0:
+		return spec, ""
+	case env != "", embedded:
+		return 0, ""
+	case load <= procsAutoMax:
+		return 1, fmt.Sprintf("--procs auto: one scheduler thread for %.0f publishes + deliveries per second (--procs 0 for Go's default)", load)
+	}
+	return 0, ""
+}
