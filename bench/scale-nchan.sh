@@ -31,23 +31,22 @@ INTERRUPT_AFTER=${INTERRUPT_AFTER:-}
 . "$here/bench/lib.sh"
 need nginx "apt-get install nginx libnginx-mod-nchan"
 scale_setup
-mkdir -p "$work/nginx" /var/lib/nginx/body 2>/dev/null || mkdir -p "$work/nginx"
+mkdir -p /var/lib/nginx/body 2>/dev/null || true # Nchan needs it
 INSTANCES=${INSTANCES:-}
 # POLL_TIMEOUT: Nchan's nchan_subscriber_timeout (the test config's 25s): an idle
 # long-poll is answered 408 and renewed that often, 4,000 requests/s at 100k users.
 POLL_TIMEOUT=${POLL_TIMEOUT:-25s}
-pids=()
 cleanup() { for f in "$work"/nginx*/nginx.pid; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; true; }
 trap cleanup EXIT
-# start_nginx DIR WORKERS EXTRA_SED: one nginx from testdata/nchan's config;
-# prints its port.
+# start_nginx DIR WORKERS [SED]: one nginx from testdata/nchan's config (with
+# the extra sed expression SED, if given); prints its port.
 start_nginx() {
   local d=$1 port
   mkdir -p "$d"
   port=$(free_port)
   sed -e "s#@PORT@#$port#g" -e "s#@RUN@#$d#g" -e "s#^worker_processes 1;#worker_processes $2;#" \
     -e "s#nchan_subscriber_timeout 25s;#nchan_subscriber_timeout $POLL_TIMEOUT;#" \
-    -e "$3" "$here/testdata/nchan/nginx.conf.in" >"$d/nginx.conf"
+    ${3:+-e "$3"} "$here/testdata/nchan/nginx.conf.in" >"$d/nginx.conf"
   nginx -c "$d/nginx.conf" -p "$d" >"$d/out" 2>&1
   wait_port "$port"
   echo "$port"
@@ -57,7 +56,7 @@ last=$((SOURCES + 1))
 if [ -n "$INSTANCES" ]; then
   targets=
   for i in $(seq 1 "$INSTANCES"); do
-    port=$(start_nginx "$work/nginx$i" 1 "s#^##")
+    port=$(start_nginx "$work/nginx$i" 1)
     targets=${targets:+$targets,}http://127.0.0.1:$port
   done
   echo "scale: $USERS $VIA users against $INSTANCES one-worker Nchans ($targets), sources 127.0.0.2-127.0.0.$last; work dir $work"

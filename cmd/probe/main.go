@@ -197,12 +197,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 		return couldNotRun(fmt.Errorf("probe: cannot use %s: %w", tgt.Describe(), err))
 	}
 	if handleSignals { // the real process only: tests run probe in theirs
-		perMsg := float64(1 + o.cfg.Subscribers)
-		if o.cfg.ShareGroup != "" {
-			perMsg = 2
-		}
-		load := o.cfg.Rate * float64(o.cfg.Streams) * perMsg
-		if n, why := chooseProcs(o.procs, os.Getenv("GOMAXPROCS"), load, tgt.Embedded() != nil); n > 0 {
+		if n, why := chooseProcs(o.procs, os.Getenv("GOMAXPROCS"), plannedLoad(o.cfg), tgt.Embedded() != nil); n > 0 {
 			runtime.GOMAXPROCS(n)
 			if why != "" {
 				fmt.Fprintln(stderr, "probe: "+why)

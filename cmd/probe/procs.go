@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/eventswarm/eventswarm/internal/probe"
 )
 
 // procsAutoMax is the message load (publishes plus expected deliveries per
@@ -24,6 +26,16 @@ func parseProcs(s string) (int, error) {
 		return 0, fmt.Errorf("probe: --procs must be auto, 0 (Go's default) or a thread count, got %q", s)
 	}
 	return n, nil
+}
+
+// plannedLoad is cfg's planned messages per second: each publish, plus its
+// expected deliveries (one per subscriber, or one per share group).
+func plannedLoad(cfg probe.Config) float64 {
+	per := cfg.Subscribers
+	if cfg.ShareGroup != "" {
+		per = 1
+	}
+	return cfg.Rate * float64(cfg.Streams) * float64(1+per)
 }
 
 // chooseProcs says what GOMAXPROCS probe should set (0: leave the runtime's)
