@@ -128,8 +128,15 @@ func TestBusStatsEmbedded(t *testing.T) {
 			args := append(append([]string{}, fast...), "--embedded", proto, "--fault-drop", "0.2", "--fault-seed", "7",
 				"--bus-stats-interval", "1s", "--json", path)
 			code, _, stderr := runProbe(t, args...)
-			if code != 1 {
-				t.Fatalf("exit %d (want 1: drops fail the run); stderr:\n%s", code, stderr)
+			var verdict struct{ Reason string }
+			if b, err := os.ReadFile(path); err == nil {
+				_ = json.Unmarshal(b, &verdict)
+			}
+			// Drops fail the run, unless the probe itself fell behind (a
+			// busy machine's evidence, not the faults'): then inconclusive.
+			overloaded := code == 3 && strings.Contains(verdict.Reason, "the generator was overloaded")
+			if code != 1 && !overloaded {
+				t.Fatalf("exit %d, reason %q (want 1: drops fail the run); stderr:\n%s", code, verdict.Reason, stderr)
 			}
 			m := regexp.MustCompile(`injected: \{Deliveries:\d+ Dropped:(\d+) `).FindStringSubmatch(stderr)
 			if m == nil {
