@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 func runProbe(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -28,17 +30,6 @@ func runProbe(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // fast are flags that scale the SLO clock down so a run takes seconds.
 var fast = []string{"--barrier-timeout", "2s", "--connect-timeout", "2s", "--duration", "2s", "--warmup", "0", "--rate", "40", "--latency", "1500ms", "--lost-after", "3s", "--grace", "300ms", "--quiet", "--hold", "2s",
 	"--within", "0"} // the latency gate off: on a busy machine the on-time share is the machine's
-
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
 
 // serveTCP accepts loopback connections until the test ends, each handled by
 // serve on its own goroutine (which closes it), and returns the address.
@@ -129,8 +120,8 @@ func TestCouldNotRun(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unreachable mqtt", []string{"--target", "mqtt://" + closedPort(t)}, "probe: cannot use"},
-		{"unreachable http", []string{"--target", "http://" + closedPort(t)}, "probe: cannot use"},
+		{"unreachable mqtt", []string{"--target", "mqtt://" + bustest.DeadAddr(t)}, "probe: cannot use"},
+		{"unreachable http", []string{"--target", "http://" + bustest.DeadAddr(t)}, "probe: cannot use"},
 		{"mqtt port speaks garbage", []string{"--target", "mqtt://" + garbageTCP(t)}, "probe: cannot use"},
 		{"http port speaks garbage", []string{"--target", "http://" + garbageTCP(t)}, "probe: cannot use"},
 		{"mqtt to an http server", []string{"--target", "mqtt://" + strings.TrimPrefix(httpSrv.URL, "http://")}, "probe: cannot use"},

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventswarm/eventswarm/internal/bustest"
 	"github.com/eventswarm/eventswarm/internal/localbus"
 	"github.com/eventswarm/eventswarm/internal/report"
 )
@@ -316,7 +317,7 @@ func TestUploadRetriesUntilWindow(t *testing.T) {
 	old := uploadWindow
 	uploadWindow = 700 * time.Millisecond
 	defer func() { uploadWindow = old }()
-	err := uploadShardFile("http://"+deadAddr(t)+"/", report.ShardFile{RunID: testRunID, Shards: 1})
+	err := uploadShardFile("http://"+bustest.DeadAddr(t)+"/", report.ShardFile{RunID: testRunID, Shards: 1})
 	if err == nil || !strings.Contains(err.Error(), "not delivered after") {
 		t.Fatalf("upload to nothing: %v", err)
 	}

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 // fast are flags for a short run against the embedded bus.
@@ -52,8 +53,8 @@ func TestBadInput(t *testing.T) {
 		{"bad source range", []string{"--source-addrs", "127.0.0.3-127.0.0.2"}, exitUsage, "ends before it starts"},
 		{"source not an ip", []string{"--source-addrs", "127.0.0.2,lo"}, exitUsage, "not an IP address"},
 		{"source family", []string{"--source-addrs", "::1"}, exitUsage, "cannot reach the target 127.0.0.1"},
-		{"unreachable target", []string{"--target", "http://" + deadAddr(t), "--users", "1"}, exitCouldNotRun, "cannot use"},
-		{"unreachable mqtt", []string{"--target", "mqtt://" + deadAddr(t), "--users", "1"}, exitCouldNotRun, "cannot use"},
+		{"unreachable target", []string{"--target", "http://" + bustest.DeadAddr(t), "--users", "1"}, exitCouldNotRun, "cannot use"},
+		{"unreachable mqtt", []string{"--target", "mqtt://" + bustest.DeadAddr(t), "--users", "1"}, exitCouldNotRun, "cannot use"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,18 +72,6 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-}
-
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestHelp(t *testing.T) {

@@ -222,7 +222,8 @@ type Summary struct {
 	UsersTarget, UsersPeak int
 	UsersReachedAfter      time.Duration
 	// Connections made (each Dial that succeeded; a transport's own
-	// reconnects are in Ops) and sessions opened, by every user.
+	// reconnects are in Ops) and sessions opened (each with its connection;
+	// one the stop caught while dialling is not counted), by every user.
 	Connections, Sessions uint64
 	// Refused is the first refusal by the bus that retrying will not fix
 	// (wraps bus.ErrRefused), nil if none.

@@ -323,7 +323,6 @@ type session struct {
 // nil if no connection could be made before the run stopped.
 func (r *Runner) openSession(pubCtx, subCtx context.Context, u *user, ledger *verify.Ledger, kind string, n uint64, topics []string,
 	onMessage func(byte, []byte, *verify.Stamp)) *session {
-	r.sessions.Add(1)
 	s := &session{r: r, pubCtx: pubCtx}
 	s.ctx, s.cancel = context.WithCancel(subCtx)
 	rec := ledger.Subscriber(kind + "-" + strconv.Itoa(u.g) + "-" + strconv.FormatUint(n, 10))
@@ -362,6 +361,9 @@ func (r *Runner) openSession(pubCtx, subCtx context.Context, u *user, ledger *ve
 		s.cancel()
 		return nil
 	}
+	// Counted once it has a connection: a session the stop caught while
+	// dialling never opened (and made no connection to count beside it).
+	r.sessions.Add(1)
 	tryCtx, stopTry := context.WithCancel(pubCtx)
 	s.stopTry = stopTry
 	seed := uint64(u.g)<<32 | n

@@ -14,6 +14,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -212,7 +213,7 @@ func TestPublishErrors(t *testing.T) {
 	})
 
 	t.Run("refused is not unknown", func(t *testing.T) {
-		c := newClient(t, Config{URL: "http://" + freePort(t)})
+		c := newClient(t, Config{URL: "http://" + bustest.DeadAddr(t)})
 		conn, _ := dial(t, c, "p")
 		err := conn.Publish(context.Background(), "ch", []byte("x"))
 		if err == nil || errors.Is(err, bus.ErrUnknownOutcome) || bus.Classify(err) != bus.ClassRefused {
@@ -674,18 +675,6 @@ func TestSourceAddrs(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback address nothing listens on.
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // rawListener serves every connection with fn on loopback until the test ends.
 func rawListener(t testing.TB, fn func(net.Conn)) string {
 	t.Helper()
@@ -733,7 +722,7 @@ func TestCheck(t *testing.T) {
 		hint string
 	}{
 		{"ok", Config{URL: f.URL()}, nil, ""},
-		{"refused port", Config{URL: "http://" + freePort(t)}, bus.ErrUnreachable, "refused"},
+		{"refused port", Config{URL: "http://" + bustest.DeadAddr(t)}, bus.ErrUnreachable, "refused"},
 		{"garbage", Config{URL: "http://" + garbage}, bus.ErrProtocol, "not an HTTP response"},
 		{"closed at once", Config{URL: "http://" + closing}, bus.ErrProtocol, "without an HTTP response"},
 		{"silent", Config{URL: "http://" + silentListener(t), PublishTimeout: 200 * time.Millisecond}, bus.ErrProtocol, "no HTTP response"},

@@ -32,7 +32,7 @@ func TestCheck(t *testing.T) {
 		hint string // in the message
 	}{
 		{name: "ok", cfg: Config{URL: "mqtt://" + b.addr, Username: "u", Password: "p"}},
-		{name: "refused port", cfg: Config{URL: "mqtt://" + closedPort(t)}, want: bus.ErrUnreachable},
+		{name: "refused port", cfg: Config{URL: "mqtt://" + bustest.DeadAddr(t)}, want: bus.ErrUnreachable},
 		{name: "garbage", cfg: Config{URL: "mqtt://" + garbage.addr()}, want: bus.ErrProtocol, hint: "garb"},
 		{name: "HTTP 400 at once", cfg: Config{URL: "mqtt://" + http400.addr()}, want: bus.ErrProtocol, hint: "HTTP"},
 		// Go's HTTP server waits for a request line that never comes: silence.

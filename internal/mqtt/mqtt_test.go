@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventswarm/eventswarm/internal/backoff"
 	"github.com/eventswarm/eventswarm/internal/bus"
+	"github.com/eventswarm/eventswarm/internal/bustest"
 	mpackets "github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -396,18 +397,6 @@ func TestPublishCtxEndsWhileWaiting(t *testing.T) {
 	}
 }
 
-// closedPort is a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 func TestSourceAddrs(t *testing.T) {
 	b := startBroker(t, brokerOpts{})
 	c := newClient(t, Config{URL: "mqtt://" + b.addr, SourceAddrs: []string{"127.0.0.2", "127.0.0.3"}})
@@ -433,7 +422,7 @@ func TestDialErrors(t *testing.T) {
 		cfg  Config
 		want error
 	}{
-		{"refused port", Config{URL: "mqtt://" + closedPort(t)}, bus.ErrUnreachable},
+		{"refused port", Config{URL: "mqtt://" + bustest.DeadAddr(t)}, bus.ErrUnreachable},
 		{"bad credentials", Config{URL: "mqtt://" + b.addr, Username: "u", Password: "wrong"}, bus.ErrRefused},
 		{"no credentials", Config{URL: "mqtt://" + b.addr}, bus.ErrRefused},
 		{"garbage", Config{URL: "mqtt://" + garbage.addr()}, bus.ErrProtocol},

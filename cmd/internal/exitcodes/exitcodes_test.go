@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eventswarm/eventswarm/internal/bustest"
 )
 
 var bin string
@@ -43,18 +44,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // readmeRows maps each exit code of the README's table to its row.
@@ -145,7 +134,7 @@ func execute(t *testing.T, prog string, args []string, interruptAfter time.Durat
 func TestExitCodeTable(t *testing.T) {
 	rows := readmeRows(t)
 	dir := t.TempDir()
-	dead := deadAddr(t)
+	dead := bustest.DeadAddr(t)
 	lb := startLocalbus(t) // a WebSocket listener to refuse bad mqtt+ws targets
 	// Bounds far from what the embedded bus does on a loaded machine, so the
 	// machine cannot decide a pass or a fail; the faults decide.
