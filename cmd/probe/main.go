@@ -57,7 +57,6 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.cfg.PayloadSize, "payload-size", 256, "bytes per message (at least the stamp size)")
 	fs.DurationVar(&o.cfg.Tick, "send-tick", time.Millisecond, "MQTT: messages due within this leave together, one write per stream (at most this much later than intended; latency counts from the intended time); 0 = each message at its own time, one write each")
 	fs.StringVar(&o.cfg.TopicPrefix, "topic-prefix", "eventswarm.probe", "topics are <prefix>.<run id>.<stream>")
-	fs.DurationVar(&o.cfg.Ledger.Window, "window", time.Minute, "window length for per-window results")
 	fs.DurationVar(&o.cfg.BarrierTimeout, "barrier-timeout", 15*time.Second, "how long subscribers may take to receive the first readiness marker")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "how long the first reach of the target may take")
 	fs.StringVar(&o.junitPath, "junit", "", "write one JUnit test case per gate to FILE")
@@ -68,7 +67,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	run, errs := o.Finish("probe", o.cfg.Ledger)
-	errs = append(errs, cli.RejectZero(fs, "probe", "window", "barrier-timeout", "connect-timeout", "latency", "lost-after", "payload-size")...)
+	errs = append(errs, cli.RejectZero(fs, "probe", "barrier-timeout", "connect-timeout", "latency", "lost-after", "payload-size")...)
 	if err := cli.CheckOutput("junit", o.junitPath, false); err != nil {
 		errs = append(errs, err)
 	}
@@ -93,8 +92,8 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*options, error) {
 	if o.cfg.Subscribers < 1 {
 		errs = append(errs, fmt.Errorf("probe: --subscribers must be >= 1, got %d", o.cfg.Subscribers))
 	}
-	if o.cfg.Ledger.Window <= 0 || o.cfg.BarrierTimeout <= 0 || o.connectTimeout <= 0 {
-		errs = append(errs, errors.New("probe: --window, --barrier-timeout and --connect-timeout must be > 0"))
+	if o.cfg.BarrierTimeout <= 0 || o.connectTimeout <= 0 {
+		errs = append(errs, errors.New("probe: --barrier-timeout and --connect-timeout must be > 0"))
 	}
 	if o.cfg.ShareGroup != "" && o.Target.Protocol() != target.MQTT {
 		errs = append(errs, errors.New("probe: --share-group applies to MQTT targets (shared subscriptions are MQTT's)"))

@@ -46,6 +46,7 @@ func setupOf(o *options, cfg behaviours.Config, tgtDescribe string) []report.Set
 			cfg.LearnersPerProctor, cfg.ControlFanout, cfg.ControlInterval, cfg.ProctorTimeout)),
 		set("payload", fmt.Sprintf("%d bytes", cfg.PayloadSize)),
 		set("delivery bounds", fmt.Sprintf("on time ≤ %v, lost > %v", v.Latency, v.LostAfter)),
+		set("window", v.Window.String()),
 		set("gates", fmt.Sprintf("on time ≥ %s, lost ≤ %d, duplicates ≤ %d, publish availability ≥ %s, coverage ≥ %s",
 			pctOf(v.Gates.Within), v.Gates.MaxLost, v.Gates.MaxDuplicates, pctOf(v.Gates.MinPublishAvailability), pctOf(v.Gates.MinCoverage))),
 	)

@@ -446,8 +446,8 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	fmt.Fprintln(tables, usersLine(out.Users, s.PoolFree, s.PoolActive))
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		c := s.Streams[name].Counts
-		fmt.Fprintf(tables, "%s: coverage %s (%d of %d published expected by a subscriber) %s\n", name,
-			pctText(c.Covered, c.PublishAttempted), c.Covered, c.PublishAttempted, report.VerdictLine(s.Streams[name]))
+		fmt.Fprintf(tables, "%s: coverage %s (%d of %d published expected by a subscriber); windows %s; %s\n", name,
+			pctText(c.Covered, c.PublishAttempted), c.Covered, c.PublishAttempted, report.WindowsSummary(s.Streams[name].Windows), report.VerdictLine(s.Streams[name]))
 	}
 	if err := report.Table(tables, s.Result); err != nil {
 		errs = append(errs, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/bustest"
+	"github.com/eventswarm/eventswarm/internal/verify"
 )
 
 // fast are flags for a short run against the embedded bus.
@@ -122,6 +123,44 @@ func TestRunEmbedded(t *testing.T) {
 				t.Errorf("users = %v; want 12 started", users)
 			}
 		})
+	}
+}
+
+// TestWindowFlag: --window sets the length of swarm's per-window results in
+// both directions (the 1.5 s run in 500 ms windows has more than one, each
+// 500 ms long by intended send time).
+func TestWindowFlag(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.json")
+	var stdout, stderr bytes.Buffer
+	args := append(append([]string{"--json", path}, fast...), "--window", "500ms")
+	if code := run(t.Context(), args, &stdout, &stderr, false); code != exitPass {
+		t.Fatalf("exit code %d; want 0\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	var out struct {
+		Streams map[string]struct {
+			Windows []verify.Window `json:"windows"`
+		} `json:"streams"`
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"learner_to_proctor", "proctor_to_learner"} {
+		ws := out.Streams[name].Windows
+		if len(ws) < 2 {
+			t.Errorf("%s: %d windows; want several 500 ms windows in a 1.5 s run", name, len(ws))
+		}
+		for _, w := range ws {
+			if w.EndMS-w.StartMS != 500 {
+				t.Errorf("%s: window %d spans %d ms; want 500", name, w.Index, w.EndMS-w.StartMS)
+			}
+		}
+	}
+	if !strings.Contains(stdout.String(), "learner_to_proctor: coverage") || !strings.Contains(stdout.String(), "; windows ") {
+		t.Errorf("stdout lacks the directions' windows:\n%s", stdout.String())
 	}
 }
 

@@ -352,24 +352,15 @@ func newSection(p Page, id, title string, r verify.Result, windowsID string, top
 		// One bar and one dot a chart tell nothing the tiles do not.
 		w := r.Windows[0]
 		s.Note = "The run fits in one window (" + msDur(w.StartMS) + " – " + msDur(w.EndMS) +
-			"): the charts over time need two windows or more, so a longer run draws them (probe: or a shorter --window). The window is in the table below."
+			"): the charts over time need two windows or more, so a longer run draws them (or a shorter --window). The window is in the table below."
 	}
 	if len(r.Windows) > 1 {
 		s.Charts = append(s.Charts, onTimeChart(id+"-ontime", r.Windows, b), latencyChart(id+"-latency", r.Windows, b),
 			rateChart(id+"-rate", r.Windows), lossChart(id+"-loss", r.Windows, b))
 	}
 	if len(r.Windows) > 0 {
-		var pass, fail, inc int
 		for _, win := range r.Windows {
 			cls := verdictClass(win.Verdict)
-			switch cls {
-			case "pass":
-				pass++
-			case "fail":
-				fail++
-			default:
-				inc++
-			}
 			p99 := "-"
 			if win.Latency.Count > 0 {
 				p99 = fmtMS(win.Latency.P99)
@@ -387,6 +378,7 @@ func newSection(p Page, id, title string, r verify.Result, windowsID string, top
 				Reason:     win.Reason,
 			})
 		}
+		pass, fail, inc := WindowTally(r.Windows)
 		s.WindowsLine = fmt.Sprintf("%d %s (%d pass, %d fail, %d inconclusive)", len(r.Windows), plural(len(r.Windows), "window", "windows"), pass, fail, inc)
 	}
 	if r.LatencyHist != nil || r.LateHist != nil {

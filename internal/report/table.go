@@ -142,19 +142,8 @@ func Table(w io.Writer, r verify.Result) error {
 			return err
 		}
 	}
-	if n := len(r.Windows); n > 0 {
-		var pass, fail, inc int
-		for _, win := range r.Windows {
-			switch win.Verdict {
-			case verify.Pass:
-				pass++
-			case verify.Fail:
-				fail++
-			default:
-				inc++
-			}
-		}
-		if _, err := fmt.Fprintf(w, "windows: %d (%d pass, %d fail, %d inconclusive)\n", n, pass, fail, inc); err != nil {
+	if len(r.Windows) > 0 {
+		if _, err := fmt.Fprintf(w, "windows: %s\n", WindowsSummary(r.Windows)); err != nil {
 			return fmt.Errorf("report: %w", err)
 		}
 	}
@@ -365,4 +354,26 @@ func kvs(m map[string]int) string {
 		parts[i] = k + "=" + strconv.Itoa(m[k])
 	}
 	return strings.Join(parts, " ")
+}
+
+// WindowsSummary is how many windows there are, and how many of them pass,
+// fail and are inconclusive: "3 (2 pass, 1 fail, 0 inconclusive)".
+func WindowsSummary(ws []verify.Window) string {
+	pass, fail, inc := WindowTally(ws)
+	return fmt.Sprintf("%d (%d pass, %d fail, %d inconclusive)", len(ws), pass, fail, inc)
+}
+
+// WindowTally counts the windows by verdict.
+func WindowTally(ws []verify.Window) (pass, fail, inconclusive int) {
+	for _, win := range ws {
+		switch win.Verdict {
+		case verify.Pass:
+			pass++
+		case verify.Fail:
+			fail++
+		default:
+			inconclusive++
+		}
+	}
+	return pass, fail, inconclusive
 }

@@ -117,6 +117,7 @@ func (c *Common) Register(fs *flag.FlagSet, ledger *verify.Config) {
 	fs.DurationVar(&ledger.Latency, "latency", verify.DefaultLatency, "on-time bound (inclusive)")
 	fs.DurationVar(&ledger.LostAfter, "lost-after", verify.DefaultLostAfter, "a message not delivered within this is lost")
 	fs.DurationVar(&ledger.Grace, "grace", verify.DefaultGrace, "extra time after --lost-after before a message is final")
+	fs.DurationVar(&ledger.Window, "window", verify.DefaultWindow, "window length for per-window results (by intended send time)")
 	RegisterGates(fs, &ledger.Gates)
 
 	fs.StringVar(&c.JSON, "json", "", "write the result as JSON to FILE (- for stdout)")
@@ -213,6 +214,9 @@ func (c *Common) Finish(prog string, ledger verify.Config) (run verify.RunID, er
 		if err := CheckOutput(o.flag, o.path, o.stdout); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", prog, err))
 		}
+	}
+	if ledger.Window <= 0 {
+		errs = append(errs, fmt.Errorf("%s: --window must be > 0, got %v", prog, ledger.Window))
 	}
 	if ledger.Latency <= 0 || ledger.LostAfter <= 0 || ledger.Grace < 0 {
 		errs = append(errs, fmt.Errorf("%s: --latency and --lost-after must be > 0 and --grace >= 0", prog))
