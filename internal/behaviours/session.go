@@ -153,12 +153,12 @@ func (l *link) release(pubCtx context.Context, topics []string) {
 }
 
 // publish sends one stamped message and records it with the ledger (sr), the
-// registry and the stats. It reports whether the bus accepted it. ctx is the
-// session's call context (see callContext): a publish is never started once
-// the session is stopping.
-func (r *Runner) publish(ctx callCtx, u *user, conn bus.Conn, sr *verify.StreamRecorder, op stats.Op,
+// registry and the stats. It reports whether the bus accepted it. sess is the
+// session's context: a publish is never started once the session is stopping,
+// and one in flight then has stopGrace to finish (see callContext).
+func (r *Runner) publish(sess context.Context, u *user, conn bus.Conn, sr *verify.StreamRecorder, op stats.Op,
 	topic string, stream uint32, seq uint64, intended int64, kind byte, id string) bool {
-	if stopped(ctx) {
+	if sess.Err() != nil {
 		return false // the run stopped: no new request (and no attempt recorded)
 	}
 	st := verify.Stamp{Run: r.cfg.Run, Publisher: u.pub, Stream: stream, Seq: seq, Intended: intended, Sent: r.clock.Now()}
@@ -168,9 +168,12 @@ func (r *Runner) publish(ctx callCtx, u *user, conn bus.Conn, sr *verify.StreamR
 	key := msgKey{u.pub, stream, seq}
 	sr.Attempt(seq, intended)
 	r.reg.attempt(topic, key, intended, u.buf)
+	call, release := callContext(sess)
 	t0 := time.Now()
-	err := conn.Publish(ctx.call, topic, u.buf)
+	err := conn.Publish(call, topic, u.buf)
 	d := time.Since(t0)
+	cut := stopping(call, err) // before release ends call
+	release()
 	now := r.clock.Now()
 	if err == nil {
 		sr.Result(seq, verify.PublishOK, now)
@@ -178,7 +181,7 @@ func (r *Runner) publish(ctx callCtx, u *user, conn bus.Conn, sr *verify.StreamR
 		return true
 	}
 	r.reg.failed(topic, key)
-	if errors.Is(err, bus.ErrUnknownOutcome) || stopping(ctx.call, err) {
+	if errors.Is(err, bus.ErrUnknownOutcome) || cut {
 		sr.Result(seq, verify.PublishUnknown, now)
 		// The transport may still hold the payload (an MQTT retransmission):
 		// never write into it again.
@@ -186,7 +189,7 @@ func (r *Runner) publish(ctx callCtx, u *user, conn bus.Conn, sr *verify.StreamR
 	} else {
 		sr.Result(seq, verify.PublishFailed, now)
 	}
-	if !stopping(ctx.call, err) && !stopped(ctx) {
+	if !cut && sess.Err() == nil {
 		// (a publish cut short by the stop is not the bus's failure)
 		u.shard.Record(op, d, bus.Classify(err))
 	}
@@ -198,21 +201,14 @@ func (r *Runner) publish(ctx callCtx, u *user, conn bus.Conn, sr *verify.StreamR
 // unknown outcome.
 const stopGrace = 250 * time.Millisecond
 
-// callCtx is a session's context for publishing: sess ends when the session
-// must stop (no new publish starts), call ends stopGrace later (a publish in
-// flight may finish).
-type callCtx struct {
-	sess context.Context
-	call context.Context
-}
-
-func stopped(c callCtx) bool { return c.sess.Err() != nil }
-
-// callContext returns the call context of sess and a func releasing it.
-func callContext(sess context.Context) (callCtx, func()) {
+// callContext returns the context of one publish call of session sess, and a
+// func releasing it: sess ends when the session must stop (no new publish
+// starts), the call stopGrace later (a publish in flight may finish). It is
+// made per call, not per session, so an idle user holds none.
+func callContext(sess context.Context) (context.Context, func()) {
 	call, cancel := context.WithCancel(context.WithoutCancel(sess))
 	stop := context.AfterFunc(sess, func() { time.AfterFunc(stopGrace, cancel) })
-	return callCtx{sess: sess, call: call}, func() { stop(); cancel() }
+	return call, func() { stop(); cancel() }
 }
 
 // subscribeAndConfirm subscribes conn to sub's topics, retrying with backoff,
@@ -367,7 +363,10 @@ func (r *Runner) openSession(pubCtx, subCtx context.Context, u *user, ledger *ve
 	tryCtx, stopTry := context.WithCancel(pubCtx)
 	s.stopTry = stopTry
 	seed := uint64(u.g)<<32 | n
-	s.wg.Go(func() { r.subscribeAndConfirm(tryCtx, u, seed, s.conn, h, s.sub) })
+	s.wg.Go(func() {
+		defer stopTry() // confirmed (or stopped): an idle session holds no attempt context
+		r.subscribeAndConfirm(tryCtx, u, seed, s.conn, h, s.sub)
+	})
 	return s
 }
 
@@ -410,8 +409,6 @@ func (r *Runner) learnerSession(pubCtx, subCtx context.Context, u *user) bool {
 	}
 	defer sess.close()
 	conn := sess.conn
-	cctx, release := callContext(sess.ctx)
-	defer release()
 	sr := r.events.Stream(u.pub, stream)
 	next := r.clock.Now() + int64(cfg.LearnerInterval.pick(u.rnd))
 	r.reg.startStream(evTopic, u.pub, stream, next)
@@ -432,7 +429,7 @@ items:
 		// Retry the item (as a new seq) until the bus takes it.
 		for {
 			seq++
-			if r.publish(cctx, u, conn, sr, opPublish, evTopic, stream, seq, next, kind, id) {
+			if r.publish(sess.ctx, u, conn, sr, opPublish, evTopic, stream, seq, next, kind, id) {
 				u.bo.Reset()
 				break
 			}
@@ -535,8 +532,6 @@ func (r *Runner) proctorSession(pubCtx, subCtx context.Context, u *user) bool {
 	}
 	defer sess.close()
 	conn := sess.conn
-	cctx, release := callContext(sess.ctx)
-	defer release()
 	closeStream := func(l *learnerState) {
 		if l.sr != nil && !l.closed {
 			l.closed = true
@@ -585,7 +580,7 @@ control:
 				r.reg.startStream(l.ctlTopic, u.pub, l.stream, next)
 			}
 			l.seq++
-			if r.publish(cctx, u, conn, l.sr, opControl, l.ctlTopic, l.stream, l.seq, next, kindControl, l.id) {
+			if r.publish(sess.ctx, u, conn, l.sr, opControl, l.ctlTopic, l.stream, l.seq, next, kindControl, l.id) {
 				u.bo.Reset()
 				continue
 			}
