@@ -115,6 +115,8 @@ func TestUsageErrors(t *testing.T) {
 func TestCouldNotRun(t *testing.T) {
 	httpSrv := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(httpSrv.Close)
+	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler()) // its certificate's CA is not given
+	t.Cleanup(tlsSrv.Close)
 	tests := []struct {
 		name string
 		args []string
@@ -126,6 +128,7 @@ func TestCouldNotRun(t *testing.T) {
 		{"http port speaks garbage", []string{"--target", "http://" + garbageTCP(t)}, "probe: cannot use"},
 		{"mqtt to an http server", []string{"--target", "mqtt://" + strings.TrimPrefix(httpSrv.URL, "http://")}, "probe: cannot use"},
 		{"MQTT 5 CONNACK refusal", []string{"--target", "mqtt5://" + answerTCP(t, []byte{0x20, 3, 0, 0x87, 0})}, "the broker refused the connection: 0x87 not authorized"},
+		{"untrusted https certificate", []string{"--target", tlsSrv.URL}, "give --ca-file with the CA that signed the bus's certificate"},
 		{"MQTT 3.1.1 CONNACK refusal", []string{"--target", "mqtt://" + answerTCP(t, []byte{0x20, 2, 0, 5})}, "Not Authorised"},
 	}
 	for _, tt := range tests {

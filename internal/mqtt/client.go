@@ -249,7 +249,7 @@ func classifyTLS(addr string, ws bool, err error) error {
 	)
 	switch {
 	case errors.As(err, &cv), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
-		return fmt.Errorf("mqtt: TLS with %s: certificate not trusted (give --ca-file, or --insecure to skip verification): %w: %w", addr, bus.ErrRefused, err)
+		return fmt.Errorf("mqtt: TLS with %s: certificate not trusted: %w: %w", addr, bus.ErrRefused, err)
 	case errors.As(err, &rh):
 		return fmt.Errorf("mqtt: TLS with %s: the peer does not speak TLS (use %s without TLS?): %w: %w", addr, plain, bus.ErrProtocol, err)
 	case errors.As(err, &alt):

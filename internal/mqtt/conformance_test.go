@@ -121,3 +121,18 @@ func TestMosquittoConformanceWS(t *testing.T) {
 	}
 	bustest.Run(t, bustest.Transport{Addr: addr, Dialer: wsConformanceDialer})
 }
+
+// TestMosquittoConformanceWSS runs the suite over Mosquitto's TLS websockets
+// listener (EVENTSWARM_MOSQUITTO_WSS), trusting the CA .ci/services made
+// (EVENTSWARM_MOSQUITTO_CA).
+func TestMosquittoConformanceWSS(t *testing.T) {
+	addr, ca := os.Getenv("EVENTSWARM_MOSQUITTO_WSS"), os.Getenv("EVENTSWARM_MOSQUITTO_CA")
+	if addr == "" || ca == "" {
+		t.Skip("set EVENTSWARM_MOSQUITTO_WSS=host:port and EVENTSWARM_MOSQUITTO_CA=ca.pem (see .ci/services) to run against Mosquitto's TLS websockets listener")
+	}
+	bustest.Run(t, bustest.Transport{Addr: addr, Dialer: func(t *testing.T, addr string) bus.Dialer {
+		return bus.DialerOf(newClient(t, Config{
+			URL: "mqtt+wss://" + addr + "/mqtt", CAFile: ca, QoS: 1, QoSSet: true, PublishTimeout: 10 * time.Minute, Backoff: fastBackoff,
+		}).Dial)
+	}})
+}

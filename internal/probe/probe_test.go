@@ -214,6 +214,20 @@ func TestMosquittoWSNoFaults(t *testing.T) {
 	}
 }
 
+// TestMosquittoWSSNoFaults is TestMosquittoWSNoFaults over Mosquitto's TLS
+// websockets listener (mqtt+wss://), verified with the CA .ci/services made.
+func TestMosquittoWSSNoFaults(t *testing.T) {
+	addr, ca := os.Getenv("EVENTSWARM_MOSQUITTO_WSS"), os.Getenv("EVENTSWARM_MOSQUITTO_CA")
+	if addr == "" || ca == "" {
+		t.Skip("set EVENTSWARM_MOSQUITTO_WSS and EVENTSWARM_MOSQUITTO_CA (eval \"$(bash .ci/services env)\" after `bash .ci/services start`) to run against Mosquitto over TLS WebSocket")
+	}
+	cfg := fastConfig()
+	cfg.Ledger.Latency, cfg.Ledger.LostAfter = time.Second, 3*time.Second
+	cfg.Tick = time.Millisecond
+	out, _ := runProbe(t, target.Config{URL: "mqtt+wss://" + addr + "/mqtt", QoS: 1, CAFile: ca}, cfg)
+	realBusPasses(t, out)
+}
+
 func TestNchanNoFaults(t *testing.T) {
 	url := os.Getenv("EVENTSWARM_NCHAN")
 	if url == "" {

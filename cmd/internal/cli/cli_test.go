@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -69,5 +71,24 @@ func TestPrintErrOneLineWithHint(t *testing.T) {
 	PrintErr(&b, "x", fmt.Errorf("x: cannot use mqtt://h: %w", bus.ErrUnreachable))
 	if out := b.String(); strings.Count(out, "\n") != 1 || !strings.Contains(out, "is the bus running") {
 		t.Fatalf("PrintErr wrote %q, want one line with a hint", out)
+	}
+}
+
+// TestHintUntrustedCert: a TLS certificate this process does not trust is
+// refused by the bus's side of the handshake, but the hint is about --ca-file,
+// not credentials.
+func TestHintUntrustedCert(t *testing.T) {
+	for _, cert := range []error{
+		x509.UnknownAuthorityError{},
+		x509.HostnameError{Host: "127.0.0.1", Certificate: &x509.Certificate{}},
+		&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}},
+	} {
+		err := fmt.Errorf("mqtt: TLS with h: certificate not trusted: %w: %w", bus.ErrRefused, cert)
+		if h := Hint(err); !strings.Contains(h, "--ca-file") || strings.Contains(h, "--username") {
+			t.Errorf("Hint(%T) = %q; want the --ca-file hint", cert, h)
+		}
+	}
+	if h := Hint(fmt.Errorf("x: %w", bus.ErrRefused)); !strings.Contains(h, "--username") {
+		t.Errorf("Hint(refused) = %q; want the credentials hint", h)
 	}
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -86,10 +88,24 @@ func Hint(err error) string {
 		return "is the bus running and the --target host:port right?"
 	case errors.Is(err, bus.ErrProtocol):
 		return "the port answered, but not with the protocol of the --target scheme: mqtt:// vs http://"
+	case untrustedCert(err):
+		return "give --ca-file with the CA that signed the bus's certificate, or --insecure to skip verification"
 	case errors.Is(err, bus.ErrRefused):
 		return "check --username, --password/--password-file and the bus's ACLs"
 	}
 	return ""
+}
+
+// untrustedCert reports whether err is a TLS peer's certificate this process
+// does not trust (unknown CA, wrong host name, invalid or expired).
+func untrustedCert(err error) bool {
+	var (
+		cv *tls.CertificateVerificationError
+		ua x509.UnknownAuthorityError
+		he x509.HostnameError
+		ci x509.CertificateInvalidError
+	)
+	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
 }
 
 // Exit is a command's exit code from its verdict and the error that ended or
