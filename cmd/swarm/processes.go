@@ -327,6 +327,17 @@ func startChild(exe string, o *options, i, n int, run verify.RunID, startAt time
 	})
 	go func() {
 		readers.Wait()
+		c.mu.Lock()
+		got := c.final != nil
+		c.mu.Unlock()
+		if got {
+			// The result is in and the child closed its pipes (it is
+			// exiting): the report need not wait until the kernel has
+			// torn down the sockets it still held.
+			close(c.done)
+			_ = cmd.Wait()
+			return
+		}
 		werr := cmd.Wait()
 		c.mu.Lock()
 		switch {

@@ -123,7 +123,19 @@ type Runner struct {
 	sessions    atomic.Uint64
 
 	usersWG sync.WaitGroup
+	live    atomic.Int64  // user goroutines not ended yet
+	allDone chan struct{} // closed when every user goroutine has ended (after Run's spawning)
 	ran     atomic.Bool
+}
+
+// Wait blocks until every user goroutine has ended and closed its
+// connection: at once after a Run that waited for them all, later after an
+// interrupted Run that reported with users still stopping
+// (Summary.StillStopping). It returns at once if Run never started users.
+func (r *Runner) Wait() {
+	if r.allDone != nil {
+		<-r.allDone
+	}
 }
 
 // noteRefused keeps the first refusal (see Summary.Refused).
@@ -199,8 +211,16 @@ type Summary struct {
 	Drained bool
 	// StopTook is how long it took, from the moment every remaining user was
 	// told to stop (the interruption, or the end of the drain), until every
-	// user goroutine had ended and its connection was closed.
+	// user goroutine had ended and its connection was closed; on an
+	// interrupted run with Config.StopWait, at most StopWait (see
+	// StillStopping).
 	StopTook time.Duration
+	// StillStopping is how many users were still stopping (closing their
+	// connections) when an interrupted run's StopWait ended and Run
+	// reported without them; Runner.Wait waits for them. Nothing they do
+	// after that counts: the run was cut, and its messages in flight are
+	// pending either way.
+	StillStopping int
 	// Result pools both directions: counts added, the verdict from the gates on
 	// the pooled counts, and each latency percentile the larger of the two
 	// directions' (an upper bound of the pooled percentile). No windows.
@@ -367,6 +387,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	r.control.StopMeasurement(stopNS)
 	<-spawnDone // no user starts after this
 	allDone := make(chan struct{})
+	r.allDone = allDone
 	go func() {
 		r.usersWG.Wait()
 		close(allDone)
@@ -400,7 +421,21 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	if cut.IsZero() {
 		cut = time.Now()
 	}
-	<-allDone
+	still := 0
+	if interrupted && cfg.StopWait > 0 {
+		// A stop asked for by a person or a CI job: report once the users
+		// had StopWait to stop, not after the last of many thousands of
+		// sockets is torn down (the rest close after Run, see Wait).
+		t := time.NewTimer(cfg.StopWait)
+		select {
+		case <-allDone:
+		case <-t.C:
+			still = int(r.live.Load())
+		}
+		t.Stop()
+	} else {
+		<-allDone
+	}
 	stopTook := time.Since(cut)
 	stopAdv()
 	advWG.Wait()
@@ -417,7 +452,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	}
 	r.phase.Store(PhaseDone)
 	s := Summary{
-		Run: cfg.Run, Start: start, End: time.Now(), Interrupted: interrupted, Drained: drained, StopTook: stopTook,
+		Run: cfg.Run, Start: start, End: time.Now(), Interrupted: interrupted, Drained: drained, StopTook: stopTook, StillStopping: still,
 		Result:      combine(cfg.Verify.Gates, evidence, ev, ct),
 		Streams:     map[string]verify.Result{StreamLearnerToProctor: ev, StreamProctorToLearner: ct},
 		UsersByKind: map[string]int{},
@@ -535,8 +570,10 @@ func (r *Runner) startUser(pubCtx, subCtx context.Context, u *user) {
 	uctx, cancel := context.WithCancel(pubCtx)
 	u.running, u.stop, u.exited = true, cancel, make(chan struct{})
 	r.usersWG.Add(1)
+	r.live.Add(1)
 	go func() {
 		defer r.usersWG.Done()
+		defer r.live.Add(-1)
 		defer close(u.exited)
 		defer cancel()
 		r.runUser(uctx, subCtx, u)

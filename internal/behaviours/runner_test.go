@@ -426,3 +426,75 @@ func TestConnectionKept(t *testing.T) {
 		})
 	}
 }
+
+// heldClose is a Conn whose Close waits until release is closed: a user whose
+// socket teardown is slow (many thousands of them on a saturated machine).
+type heldClose struct {
+	bus.Conn
+	release <-chan struct{}
+}
+
+func (c *heldClose) Close() error {
+	<-c.release
+	return c.Conn.Close()
+}
+
+// TestStopWait: an interrupted run with StopWait reports after StopWait even
+// though users are still closing their connections (held here until the test
+// lets them go), counts them in StillStopping, and Wait returns only once they
+// have all ended. Without StopWait (every other test), Run waits for them.
+func TestStopWait(t *testing.T) {
+	b := startBus(t, localbus.Config{})
+	inner := dialerFor(t, b, "http")
+	release := make(chan struct{})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo)
+	d := bus.DialFunc(func(ctx context.Context, id string, h bus.Handler) (bus.Conn, error) {
+		c, err := inner.Dial(ctx, id, h)
+		if err != nil {
+			return nil, err
+		}
+		return &heldClose{Conn: c, release: release}, nil
+	})
+	cfg := smallConfig("http")
+	cfg.Duration = time.Minute // the interruption ends it
+	cfg.StopWait = 200 * time.Millisecond
+	r, err := New(cfg, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		for r.connections.Load() == 0 && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+	}()
+	s, err := r.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Interrupted || s.StillStopping < 1 || s.StillStopping > s.UsersStarted {
+		t.Fatalf("interrupted %v, still stopping %d of %d started; want interrupted with users still closing", s.Interrupted, s.StillStopping, s.UsersStarted)
+	}
+	if s.Result.Verdict == verify.Pass {
+		t.Fatalf("verdict %s; an interrupted run never passes", s.Result.Verdict)
+	}
+	waited := make(chan struct{})
+	go func() {
+		r.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while users were still closing")
+	case <-time.After(100 * time.Millisecond):
+	}
+	letGo()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after the closes were let go")
+	}
+}
