@@ -47,6 +47,7 @@ func TestTable(t *testing.T) {
 		name    string
 		r       verify.Result
 		rows    [][]string
+		absent  []string // rows left out (breakdowns that are 0)
 		verdict string
 	}{
 		{
@@ -73,6 +74,7 @@ func TestTable(t *testing.T) {
 		{
 			name:    "pass",
 			r:       sampleResult(passing),
+			absent:  []string{"duplicates steady", "lost while connected", "pending", "foreign (other runs)", "retained (ignored)"},
 			rows:    [][]string{{"on time", "1000", "100.00%"}, {"lost", "<= 0", "0", "PASS"}},
 			verdict: "verdict: PASS",
 		},
@@ -95,6 +97,11 @@ func TestTable(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := buf.String()
+			for _, name := range tt.absent {
+				if regexp.MustCompile(`(?m)^\|\s*` + regexp.QuoteMeta(name) + `\s*\|`).MatchString(out) {
+					t.Errorf("row %q (0) shown in\n%s", name, out)
+				}
+			}
 			for _, row := range tt.rows {
 				if !rowRe(row...).MatchString(out) {
 					t.Errorf("no row %q in\n%s", row, out)
