@@ -1,4 +1,4 @@
-# bench/lib.sh: what bench/scale-mqtt.sh and bench/scale-nchan.sh share.
+# bench/lib.sh: what bench/run.sh, bench/scale-mqtt.sh and bench/scale-nchan.sh share.
 # Sourced, not run, after `set -euo pipefail` and with here= the checkout.
 # The swarm run reads USERS, SPAWN, DURATION, INTERVAL, ITEMS and
 # INTERRUPT_AFTER; it sets work (the work dir), spid and rc.
@@ -17,6 +17,15 @@ scale_setup() {
 # free_port: a free loopback port.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# plain_mosquitto_conf PORT DIR: testdata/mosquitto's config on PORT with its
+# state in DIR, the plain TCP listener only (the websockets listeners, plain and
+# TLS, are left out: they need ports and a certificate .ci/services makes), no
+# pid file.
+plain_mosquitto_conf() {
+  sed -e "s#@PORT@#$1#g" -e "s#@RUN@#$2#g" -e "s#@USER@#$(id -un)#g" \
+    "$here/testdata/mosquitto/mosquitto.conf.in" | sed -e '/^listener @WSPORT@/,/^keyfile @TLS@/d' | grep -v '^pid_file'
 }
 
 # wait_port PORT: waits (at most about 5 s) until 127.0.0.1:PORT accepts.

@@ -16,6 +16,7 @@
 # The machine may be shared: CPU-seconds per message is what to compare.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 QOS=${QOS:-"0 1"}
 COUNT=${COUNT:-300000}
 RATE=${RATE:-1000}
@@ -30,9 +31,8 @@ mpid=
 cleanup() { [ -n "$mpid" ] && kill "$mpid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sed -e "s#@PORT@#$port#g" -e "s#@RUN@#$work#g" -e "s#@USER@#$(id -un)#g" \
-  "$here/testdata/mosquitto/mosquitto.conf.in" | sed -e '/^listener @WSPORT@/,/^protocol websockets/d' | grep -v '^pid_file' >"$work/mosquitto.conf"
+port=$(free_port)
+plain_mosquitto_conf "$port" "$work" >"$work/mosquitto.conf"
 mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.out" 2>&1 &
 mpid=$!
 for _ in $(seq 1 50); do

@@ -34,8 +34,7 @@ targets=()
 for i in $(seq 1 "$BROKERS"); do
   port=$(free_port)
   mkdir -p "$work/b$i"
-  sed -e "s#@PORT@#$port#g" -e "s#@RUN@#$work/b$i#g" -e "s#@USER@#$(id -un)#g" \
-    "$here/testdata/mosquitto/mosquitto.conf.in" | sed -e '/^listener @WSPORT@/,/^protocol websockets/d' | grep -v '^pid_file' >"$work/b$i/mosquitto.conf"
+  plain_mosquitto_conf "$port" "$work/b$i" >"$work/b$i/mosquitto.conf"
   mosquitto -c "$work/b$i/mosquitto.conf" >"$work/b$i/out" 2>&1 &
   pids+=($!)
   wait_port "$port"
