@@ -66,16 +66,12 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, true))
 }
 
-// stopWait is how long an interrupted swarm process waits for its users to
-// stop before it reports (behaviours.Config.StopWait).
-const stopWait = time.Second
-
 // stopLine says how long the users took to stop, or how many were still
 // stopping when an interrupted run reported without them.
 func stopLine(s behaviours.Summary) string {
 	ms := float64(s.StopTook) / float64(time.Millisecond)
 	if s.StillStopping > 0 {
-		return fmt.Sprintf("swarm: %d users still closing their connections %.0fms after the stop; reported without waiting for them (what they had in flight is pending either way)", s.StillStopping, ms)
+		return fmt.Sprintf("swarm: reported %.0fms after the stop, at the cut: publishing stopped, %d users not yet ended, their connections left to the process exit (what they had in flight is pending either way)", ms, s.StillStopping)
 	}
 	return fmt.Sprintf("swarm: every user stopped %.0fms after the stop", ms)
 }
@@ -319,10 +315,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, handleSig
 	}
 	defer stopPProf()
 	if handleSignals {
-		// A real process reports an interrupted run after stopWait, while
-		// the rest of its users' sockets close (and the process exit closes
-		// what is left); tests in-process keep Run's wait for every user.
-		o.cfg.StopWait = stopWait
+		// A real process reports an interrupted run at the cut and leaves
+		// its users' sockets to the process exit; tests in-process keep
+		// Run's wait for every user.
+		o.cfg.ReportAtCut = true
 	}
 	return swarm(ctx, o, stdout, stderr)
 }
@@ -423,7 +419,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	stopWatch := context.AfterFunc(ctx, func() { stoppedAt.Store(time.Now().UnixNano()) })
 	s, err := r.Run(ctx)
 	if !stopWatch() {
-		if at := stoppedAt.Load(); at != 0 {
+		if at := stoppedAt.Load(); at != 0 && s.StillStopping == 0 { // (else the stop line says it)
 			fmt.Fprintf(stderr, "swarm: every user stopped in %v\n", time.Since(time.Unix(0, at)).Round(time.Millisecond))
 		}
 	}

@@ -350,10 +350,12 @@ type Config struct {
 	// it stops listening (default 0), so that duplicates arriving just after
 	// the original are still seen and counted.
 	MinLinger time.Duration
-	// StopWait bounds how long an interrupted Run waits for its users to
-	// stop before it reports (0: until every user has stopped); users still
-	// closing then finish after Run returns (Runner.Wait).
-	StopWait time.Duration
+	// ReportAtCut makes an interrupted Run take the ledgers' results at the
+	// cut and return at once: publishing stops, and the users end without
+	// closing their connections (Summary.StillStopping counts those still
+	// running); Runner.Wait ends them and closes what they left, or the
+	// process exit does. Off, Run returns once every user has stopped.
+	ReportAtCut bool
 	// LongPoll says the transport is long-poll (Nchan's protocol): a
 	// subscription has no acknowledgement, so readiness is proven by markers,
 	// and a proctor's subscription names at most MaxTopicsLongPoll channels.
@@ -556,9 +558,6 @@ func (c Config) Validate() error {
 	}
 	if c.MinLinger < 0 {
 		add("min linger must be >= 0, got %v", c.MinLinger)
-	}
-	if c.StopWait < 0 {
-		add("stop wait must be >= 0, got %v", c.StopWait)
 	}
 	if c.MarkerWait < 0 || c.MarkerAttempts < 0 {
 		add("marker wait and attempts must be > 0, got %v and %d", c.MarkerWait, c.MarkerAttempts)

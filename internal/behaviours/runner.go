@@ -126,6 +126,34 @@ type Runner struct {
 	live    atomic.Int64  // user goroutines not ended yet
 	allDone chan struct{} // closed when every user goroutine has ended (after Run's spawning)
 	ran     atomic.Bool
+
+	// After an interrupted Run with Config.ReportAtCut: the users leave their
+	// connections open (left) instead of closing them, and rest ends the
+	// run's contexts, waits for the users and closes what they left (Wait).
+	leaving  atomic.Bool
+	leftMu   sync.Mutex
+	left     []leftConn
+	rest     func()
+	restOnce sync.Once
+}
+
+// leftConn is a connection a user left open, and the cancel of its lifetime.
+type leftConn struct {
+	conn   bus.Conn
+	cancel context.CancelFunc
+}
+
+// leave keeps conn open for Wait (or the process exit) instead of closing it,
+// when the run is reporting without waiting for its users; it reports whether
+// it did.
+func (r *Runner) leave(conn bus.Conn, cancel context.CancelFunc) bool {
+	if !r.leaving.Load() {
+		return false
+	}
+	r.leftMu.Lock()
+	r.left = append(r.left, leftConn{conn, cancel})
+	r.leftMu.Unlock()
+	return true
 }
 
 // Wait blocks until every user goroutine has ended and closed its
@@ -133,6 +161,10 @@ type Runner struct {
 // interrupted Run that reported with users still stopping
 // (Summary.StillStopping). It returns at once if Run never started users.
 func (r *Runner) Wait() {
+	if r.rest != nil {
+		r.restOnce.Do(r.rest)
+		return
+	}
 	if r.allDone != nil {
 		<-r.allDone
 	}
@@ -212,14 +244,12 @@ type Summary struct {
 	// StopTook is how long it took, from the moment every remaining user was
 	// told to stop (the interruption, or the end of the drain), until every
 	// user goroutine had ended and its connection was closed; on an
-	// interrupted run with Config.StopWait, at most StopWait (see
-	// StillStopping).
+	// interrupted run with Config.ReportAtCut, until the results were taken.
 	StopTook time.Duration
-	// StillStopping is how many users were still stopping (closing their
-	// connections) when an interrupted run's StopWait ended and Run
-	// reported without them; Runner.Wait waits for them. Nothing they do
-	// after that counts: the run was cut, and its messages in flight are
-	// pending either way.
+	// StillStopping is how many users were still running when an
+	// interrupted run with Config.ReportAtCut reported without them;
+	// Runner.Wait ends them. Nothing they do after the cut counts: its
+	// messages in flight were pending at the cut either way.
 	StillStopping int
 	// Result pools both directions: counts added, the verdict from the gates on
 	// the pooled counts, and each latency percentile the larger of the two
@@ -341,10 +371,20 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	r.control.StartMeasurement(startNS)
 	r.phase.Store(PhaseRun)
 
-	pubCtx, stopPub := context.WithCancel(ctx)
-	subCtx, stopSub := context.WithCancel(ctx)
-	defer stopPub()
-	defer stopSub()
+	// The users' contexts end when Run says so, not by ctx directly: with
+	// ReportAtCut, an interrupted Run first takes the ledgers' results at
+	// the cut (ending many thousands of users' contexts and sockets takes
+	// the CPU for a second or more).
+	base := context.WithoutCancel(ctx)
+	pubCtx, stopPub := context.WithCancel(base)
+	subCtx, stopSub := context.WithCancel(base)
+	keep := false // an early report leaves the users to Wait (see early below)
+	defer func() {
+		if !keep {
+			stopPub()
+			stopSub()
+		}
+	}()
 
 	// The ledgers finalize what is due every second.
 	advCtx, stopAdv := context.WithCancel(context.Background())
@@ -365,7 +405,11 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	})
 
 	groups, stopGroups := newCtxGroups(pubCtx, subCtx, min(len(r.users), maxCtxGroups))
-	defer stopGroups()
+	defer func() {
+		if !keep {
+			stopGroups()
+		}
+	}()
 	spawnDone := make(chan struct{})
 	go func() {
 		defer close(spawnDone)
@@ -380,21 +424,67 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 		cut = time.Now()
 	}
 	deadline.Stop()
-	// Phase 2: publishing stops, subscribers drain.
-	stopPub()
-	stopNS := r.clock.Now()
-	r.events.StopMeasurement(stopNS)
-	r.control.StopMeasurement(stopNS)
-	<-spawnDone // no user starts after this
+	var ev, ct verify.Result
+	finish := func(drained bool) {
+		stopAdv()
+		advWG.Wait()
+		now := r.clock.Now()
+		ev = r.events.Finish(now, drained)
+		ct = r.control.Finish(now, drained)
+	}
 	allDone := make(chan struct{})
 	r.allDone = allDone
-	go func() {
-		r.usersWG.Wait()
-		close(allDone)
-	}()
-
 	interrupted := ctx.Err() != nil
 	drained := false
+	// early: an interrupted real process (ReportAtCut) takes the ledgers'
+	// results at the cut (what arrives after it was pending at the cut
+	// either way) and reports at once: publishing stops, the users end
+	// without closing their connections (waking thousands of users to tear
+	// down their sockets took the report's CPU for a second or more), and
+	// the process exit closes them; Wait does it in-process.
+	early := interrupted && cfg.ReportAtCut
+	leaveUsers := func(waitUsers func()) {
+		keep = true
+		r.leaving.Store(true)
+		go stopPub() // nothing new is sent
+		r.rest = func() {
+			stopPub()
+			stopSub()
+			stopGroups()
+			waitUsers()
+			r.leftMu.Lock()
+			left := r.left
+			r.left = nil
+			r.leftMu.Unlock()
+			for _, l := range left {
+				_ = l.conn.Close()
+				l.cancel()
+			}
+		}
+	}
+	if early {
+		stopNS := r.clock.Now()
+		r.events.StopMeasurement(stopNS)
+		r.control.StopMeasurement(stopNS)
+		finish(false)
+		leaveUsers(func() {
+			<-spawnDone // no user starts after this
+			r.usersWG.Wait()
+			close(allDone)
+		})
+	} else {
+		// Phase 2: publishing stops, subscribers drain.
+		stopPub()
+		stopNS := r.clock.Now()
+		r.events.StopMeasurement(stopNS)
+		r.control.StopMeasurement(stopNS)
+		<-spawnDone // no user starts after this
+		go func() {
+			r.usersWG.Wait()
+			close(allDone)
+		}()
+	}
+
 	if !interrupted {
 		r.phase.Store(PhaseDrain)
 		if cfg.Drain == NoDrain {
@@ -417,32 +507,26 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 			t.Stop()
 		}
 	}
-	stopSub()
 	if cut.IsZero() {
 		cut = time.Now()
 	}
+	if interrupted && cfg.ReportAtCut && !early {
+		// Interrupted while draining: the same, for the subscribers.
+		early = true
+		finish(false)
+		leaveUsers(func() { <-allDone })
+	}
 	still := 0
-	if interrupted && cfg.StopWait > 0 {
-		// A stop asked for by a person or a CI job: report once the users
-		// had StopWait to stop, not after the last of many thousands of
-		// sockets is torn down (the rest close after Run, see Wait).
-		t := time.NewTimer(cfg.StopWait)
-		select {
-		case <-allDone:
-		case <-t.C:
-			still = int(r.live.Load())
-		}
-		t.Stop()
+	if early {
+		still = int(r.live.Load())
 	} else {
+		stopSub()
 		<-allDone
 	}
 	stopTook := time.Since(cut)
-	stopAdv()
-	advWG.Wait()
-
-	now := r.clock.Now()
-	ev := r.events.Finish(now, drained)
-	ct := r.control.Finish(now, drained)
+	if !early {
+		finish(drained)
+	}
 	var evidence verify.Evidence
 	if interrupted {
 		evidence.Incomplete = "the run was interrupted before its end"

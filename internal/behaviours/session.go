@@ -119,6 +119,12 @@ func (l *link) HandleEvent(e bus.Event) {
 // of their stop's CPU.
 func (l *link) close() {
 	l.cur.Store(nil)
+	if l.r.leave(l.conn, l.cancel) {
+		if l.u.link == l {
+			l.u.link = nil
+		}
+		return
+	}
 	if a, ok := l.conn.(bus.Aborter); ok && l.r.interrupted() {
 		_ = a.Abort()
 	} else {
@@ -386,6 +392,8 @@ func (s *session) close() {
 	switch {
 	case s.link != nil:
 		s.link.release(s.pubCtx, s.sub.topics)
+	case s.r.leave(s.conn, s.cancel):
+		return
 	default:
 		s.conn.Close()
 	}
