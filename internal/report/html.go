@@ -474,6 +474,7 @@ svg .axis{stroke:#57606a;stroke-width:1}
 svg .grid{stroke:#eaeef2;stroke-width:1}
 svg text{fill:#424a53}
 svg rect.pass{fill:#8cd9a0}svg rect.fail{fill:#f5a3a8}svg rect.inconclusive{fill:#f2d28a}
+svg rect.partial{fill-opacity:.4}
 svg rect.lost{fill:#cf222e}svg rect.dup{fill:#fb8f44}svg rect.s1{fill:#54aeff}
 svg polyline{fill:none;stroke-width:2}
 svg .s1{stroke:#0969da}svg circle.s1{fill:#0969da}
@@ -486,6 +487,7 @@ svg text.empty{fill:#57606a;font-size:14px}
 .legend{color:#57606a;font-size:.85rem;display:flex;gap:1rem;flex-wrap:wrap}
 .sw{display:inline-block;width:.9rem;height:.6rem;margin-right:.3rem;vertical-align:middle}
 .sw.pass{background:#8cd9a0}.sw.fail{background:#f5a3a8}.sw.inconclusive{background:#f2d28a}.sw.lost{background:#cf222e}.sw.dup{background:#fb8f44}
+.sw.bar.partial{background:#d0d7de}
 .sw.s1{background:#0969da}.sw.bar.s1{background:#54aeff}.sw.s2{background:#8250df}.sw.s3{background:#1b7c83}.sw.s4{background:#bf3989}
 .sw.mark{height:0;border-top:2px dashed #cf222e}
 details summary{cursor:pointer;color:#0969da}

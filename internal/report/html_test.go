@@ -330,3 +330,40 @@ func TestWriteHTMLStdout(t *testing.T) {
 		t.Errorf("verdict %q", got)
 	}
 }
+
+// TestOnTimeChartPartialWindow: a last window the end of publishing cut
+// short (4 expected against a median of 100) with one slow message is a
+// 75% bar; it is drawn as partial and said so, the full windows are not.
+func TestOnTimeChartPartialWindow(t *testing.T) {
+	w := func(i int, expected, onTime uint64) verify.Window {
+		v := verify.Pass
+		if onTime < expected {
+			v = verify.Fail
+		}
+		return verify.Window{Index: i, StartMS: int64(i) * 10000, EndMS: int64(i+1) * 10000, Verdict: v,
+			Counts: verify.Counts{Expected: expected, OnTime: onTime}}
+	}
+	c := onTimeChart("t", []verify.Window{w(0, 100, 100), w(1, 120, 119), w(2, 90, 90), w(3, 4, 3)}, chartBounds{Within: 0.95})
+	if len(c.Rects) != 4 {
+		t.Fatalf("%d bars, want 4", len(c.Rects))
+	}
+	for i, r := range c.Rects {
+		partial := strings.Contains(r.Class, "partial")
+		if partial != (i == 3) {
+			t.Errorf("bar %d class %q: partial %v, want %v", i, r.Class, partial, i == 3)
+		}
+		if partial != strings.Contains(r.Tip, "partial window") {
+			t.Errorf("bar %d tip %q does not match its class %q", i, r.Tip, r.Class)
+		}
+	}
+	if l := c.Legend[len(c.Legend)-1]; l.Class != "bar partial" {
+		t.Errorf("legend %+v: want a partial entry last", c.Legend)
+	}
+	// Two windows: no median to judge by, nothing is partial.
+	c = onTimeChart("t", []verify.Window{w(0, 100, 100), w(1, 4, 3)}, chartBounds{})
+	for i, r := range c.Rects {
+		if strings.Contains(r.Class, "partial") {
+			t.Errorf("of two windows, bar %d is partial: %q", i, r.Class)
+		}
+	}
+}

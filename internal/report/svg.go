@@ -2,6 +2,7 @@ package report
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,6 +165,23 @@ const minBarH = 2.0
 // barTop is the top of a bar from base up to y, at least minBarH tall.
 func barTop(y, base float64) float64 { return math.Min(y, base-minBarH) }
 
+// partialBelow is the expected count under which a window is drawn as
+// partial: a quarter of the median over windows that expected anything (0,
+// none partial, with fewer than 3 such windows: no median to speak of).
+func partialBelow(ws []verify.Window) uint64 {
+	var ns []uint64
+	for _, w := range ws {
+		if w.Counts.Expected > 0 {
+			ns = append(ns, w.Counts.Expected)
+		}
+	}
+	if len(ns) < 3 {
+		return 0
+	}
+	slices.Sort(ns)
+	return ns[len(ns)/2] / 4
+}
+
 func ratio(num, den uint64) float64 {
 	if den == 0 {
 		return 0
@@ -206,19 +224,33 @@ func onTimeChart(id string, ws []verify.Window, b chartBounds) *chart {
 	c.linTicks(lo, hi, func(v float64) string { return strconv.FormatFloat(v*100, 'f', -1, 64) + "%" })
 	a := newWindowAxis(c, ws)
 	gap := a.slot * 0.15
+	small := partialBelow(ws)
+	anyPartial := false
 	for i, w := range ws {
 		if w.Counts.Expected == 0 {
 			continue
 		}
 		r := ratio(w.Counts.OnTime, w.Counts.Expected)
 		y := c.linY(r, lo, hi)
+		class, note := "bar "+verdictClass(w.Verdict), ""
+		if w.Counts.Expected < small {
+			// A window that warm-up or the end of publishing cut short holds
+			// a few messages: one slow one is a tall drop. Drawn faint, and
+			// said so, so that it does not read as the run's worst moment.
+			class += " partial"
+			note = " (a partial window: fewer than a quarter of the median window's expected)"
+			anyPartial = true
+		}
 		c.Rects = append(c.Rects, rect{X: f1(a.left(i) + gap/2), Y: f1(y), W: f1(a.slot - gap), H: f1(float64(c.B) - y),
-			Class: "bar " + verdictClass(w.Verdict), Tip: windowTip(w) + ": " + pct(w.Counts.OnTime, w.Counts.Expected) + " on time, " + strconv.FormatUint(w.Counts.Expected, 10) + " expected, " + string(w.Verdict) + reasonTip(w.Reason)})
+			Class: class, Tip: windowTip(w) + ": " + pct(w.Counts.OnTime, w.Counts.Expected) + " on time, " + strconv.FormatUint(w.Counts.Expected, 10) + " expected, " + string(w.Verdict) + reasonTip(w.Reason) + note})
 	}
 	if b.Within > 0 {
 		c.hmark(c.linY(b.Within, lo, hi), "target "+fmtPct(b.Within))
 	}
 	c.Legend = []legend{{"bar pass", "window passed"}, {"bar fail", "failed"}, {"bar inconclusive", "inconclusive"}, {"mark", "on-time target (--within)"}}
+	if anyPartial {
+		c.Legend = append(c.Legend, legend{"bar partial", "partial window (few expected)"})
+	}
 	c.Caption = "Share of each window's expected deliveries that arrived within the on-time bound (windows by intended send time). The axis starts at " + fmtPct(lo) + "."
 	return c
 }

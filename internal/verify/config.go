@@ -25,6 +25,7 @@ const (
 	Retained                      // RETAIN flag set: ignored
 	Corrupt                       // did not decode
 	Unexpected                    // this run, but never attempted seq / unknown stream
+	AfterFinish                   // came after Ledger.Finish took the result: not recorded
 )
 
 // String names the arrival class.
@@ -42,6 +43,8 @@ func (a Arrival) String() string {
 		return "corrupt"
 	case Unexpected:
 		return "unexpected"
+	case AfterFinish:
+		return "after finish"
 	}
 	return fmt.Sprintf("arrival(%d)", uint8(a))
 }

@@ -39,6 +39,15 @@ type Ledger struct {
 
 	mStart, mStop atomic.Int64 // measurement interval of intended send times
 
+	// finished: Finish has begun. Deliveries after it are not recorded: the
+	// result is taken (an interrupted process reports at the cut while its
+	// subscribers still run), and an expected seq Finish turned into Pending
+	// that arrives after must not count at all, least of all as a duplicate
+	// (it is final for its subscriber, and not lost). Set under l.mu before
+	// Finish locks any subscriber; Deliver reads it under the subscriber's mu,
+	// so each delivery is either wholly before Finish or ignored.
+	finished atomic.Bool
+
 	mu       sync.Mutex
 	streams  map[uint64]*StreamRecorder // live and tombstoned streams
 	live     []*StreamRecorder          // not released
@@ -627,6 +636,7 @@ func (l *Ledger) Snapshot(now int64) Result {
 func (l *Ledger) Finish(now int64, drained bool) Result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.finished.Store(true)
 	l.advance(now, finDue)
 	if drained {
 		l.advance(now, finAll)

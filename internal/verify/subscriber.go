@@ -281,6 +281,7 @@ func (s *SubscriberRecorder) countDup(c *Counts, redelivery bool, now int64) {
 // Deliver records one delivery of payload at now (the run's timeline). The
 // classification on arrival is returned; the final outcome (on time, slow,
 // lost, ...) is decided when the seq is finalized (Ledger.Advance). In order:
+// once Ledger.Finish has begun → AfterFinish (nothing is recorded);
 // undecodable → Corrupt; another run → Foreign; retained → Retained;
 // MarkerStream → Marker; unknown stream or a seq above the highest attempted
 // one → Unexpected; otherwise Recorded. No allocation on the hot path.
@@ -288,6 +289,10 @@ func (s *SubscriberRecorder) Deliver(payload []byte, retained, redelivery bool, 
 	var st Stamp
 	err := Decode(payload, &st)
 	s.mu.Lock()
+	if s.l.finished.Load() {
+		s.mu.Unlock()
+		return AfterFinish
+	}
 	if s.released {
 		s.mu.Unlock()
 		return s.l.deliverOrphan(err, &st, retained)
@@ -329,6 +334,9 @@ func (s *SubscriberRecorder) deliverNew(key uint64, st *Stamp, redelivery bool, 
 	known, retired := s.l.attach(s, key, false, false, nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.l.finished.Load() {
+		return AfterFinish
+	}
 	if s.released {
 		s.l.orphanExtra()
 		return Recorded
