@@ -19,13 +19,13 @@ const (
 type Arrival uint8
 
 const (
-	Recorded   Arrival = iota + 1 // this run's message for an expected or known stream
-	Marker                        // readiness marker (Stream == MarkerStream)
-	Foreign                       // another run's message
-	Retained                      // RETAIN flag set: ignored
-	Corrupt                       // did not decode
-	Unexpected                    // this run, but never attempted seq / unknown stream
-	AfterFinish                   // came after Ledger.Finish took the result: not recorded
+	Recorded    Arrival = iota + 1 // this run's message for an expected or known stream
+	Marker                         // readiness marker (Stream == MarkerStream)
+	Foreign                        // another run's message
+	Retained                       // RETAIN flag set: ignored
+	Corrupt                        // did not decode
+	Unexpected                     // this run, but never attempted seq / unknown stream
+	AfterFinish                    // came after Ledger.Finish took the result: not recorded
 )
 
 // String names the arrival class.
