@@ -303,7 +303,7 @@ func (b *Bus) startHTTP() error {
 		f := b.cfg.Faults
 		b.store.faults = &f
 	}
-	b.httpLn = ln
+	b.httpLn = newTrackingListener(ln)
 	b.httpSrv = &fasthttp.Server{
 		Handler:            b.serveHTTP,
 		Name:               "localbus",
@@ -315,7 +315,7 @@ func (b *Bus) startHTTP() error {
 	b.wg.Add(2)
 	go func() {
 		defer b.wg.Done()
-		_ = b.httpSrv.Serve(ln)
+		_ = b.httpSrv.Serve(b.httpLn)
 	}()
 	go func() {
 		defer b.wg.Done()

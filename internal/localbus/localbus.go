@@ -192,7 +192,7 @@ type Bus struct {
 	httpPubs, httpPolls, mqttConnects, mqttPubs atomic.Uint64
 
 	// long-poll
-	httpLn  net.Listener
+	httpLn  *trackingListener
 	httpSrv *fasthttp.Server
 	store   *store
 
@@ -298,13 +298,19 @@ func (b *Bus) Close() error {
 	close(b.done)
 	var errs []error
 	if b.httpSrv != nil {
+		// Stop accepting, then end the connections that never sent a byte:
+		// they carry no request, and fasthttp would wait 5 s before it
+		// counted them idle (see trackingListener). Held polls end on b.done.
+		_ = b.httpLn.Close()
+		b.httpLn.closeConns(false)
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		if err := b.httpSrv.ShutdownWithContext(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("localbus: http shutdown: %w", err))
+			// A request still running after the grace: cut it off rather
+			// than leave its goroutine behind, and say so.
+			n := b.httpLn.closeConns(true)
+			errs = append(errs, fmt.Errorf("localbus: http shutdown: %w (%d connections still busy after %s were closed)", err, n, shutdownGrace))
 		}
 		cancel()
-		// Serve may not have registered the listener yet when Shutdown ran.
-		_ = b.httpLn.Close()
 	}
 	if b.broker != nil {
 		if err := b.broker.Close(); err != nil {
