@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventswarm/eventswarm/internal/bustest"
 	"github.com/eventswarm/eventswarm/internal/localbus"
 	"github.com/eventswarm/eventswarm/internal/probe"
 	"github.com/eventswarm/eventswarm/internal/target"
@@ -89,23 +90,7 @@ func TestEmbeddedFaultsKnownAnswer5(t *testing.T) {
 				if inj.Deliveries != perMessage(cfg)*c.PublishOK {
 					t.Errorf("the broker made %d first deliveries of %d publishes, want %d per publish", inj.Deliveries, c.PublishOK, perMessage(cfg))
 				}
-				for _, ck := range []struct {
-					name      string
-					got, want uint64
-				}{
-					{"expected", c.Expected, inj.Deliveries},
-					{"lost", c.Lost, inj.Dropped + inj.Delayed[1]},
-					{"late", c.Late, inj.Delayed[1]},
-					{"slow", c.Slow, inj.Delayed[0]},
-					{"duplicates", c.Duplicates, inj.Duplicated},
-					{"on_time", c.OnTime, inj.Deliveries - inj.Dropped - inj.Delayed[0] - inj.Delayed[1]},
-					{"corrupt", c.Corrupt, 0},
-					{"unexpected", c.Unexpected, 0},
-				} {
-					if ck.got != ck.want {
-						t.Errorf("%s = %d, want %d", ck.name, ck.got, ck.want)
-					}
-				}
+				bustest.CheckFaultCounts(t, bustest.Injected{Deliveries: inj.Deliveries, Dropped: inj.Dropped, Duplicated: inj.Duplicated, Slow: inj.Delayed[0], Late: inj.Delayed[1]}, c)
 				if out.Verdict != verify.Fail {
 					t.Errorf("verdict %s, want fail (losses and duplicates were injected)", out.Verdict)
 				}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventswarm/eventswarm/internal/bustest"
 	"github.com/eventswarm/eventswarm/internal/localbus"
 	"github.com/eventswarm/eventswarm/internal/target"
 	"github.com/eventswarm/eventswarm/internal/verify"
@@ -38,24 +39,7 @@ func TestEmbeddedStreamFaultsKnownAnswer(t *testing.T) {
 			if inj.Dropped == 0 || inj.Duplicated == 0 || inj.Delayed[0] == 0 || inj.Delayed[1] == 0 {
 				t.Fatalf("injected %+v: want every fault kind exercised", inj)
 			}
-			checks := []struct {
-				name      string
-				got, want uint64
-			}{
-				{"expected", c.Expected, inj.Deliveries},
-				{"lost", c.Lost, inj.Dropped + inj.Delayed[1]},
-				{"late", c.Late, inj.Delayed[1]},
-				{"slow", c.Slow, inj.Delayed[0]},
-				{"duplicates", c.Duplicates, inj.Duplicated},
-				{"on_time", c.OnTime, inj.Deliveries - inj.Dropped - inj.Delayed[0] - inj.Delayed[1]},
-				{"corrupt", c.Corrupt, 0},
-				{"unexpected", c.Unexpected, 0},
-			}
-			for _, ck := range checks {
-				if ck.got != ck.want {
-					t.Errorf("%s = %d, want %d", ck.name, ck.got, ck.want)
-				}
-			}
+			bustest.CheckFaultCounts(t, bustest.Injected{Deliveries: inj.Deliveries, Dropped: inj.Dropped, Duplicated: inj.Duplicated, Slow: inj.Delayed[0], Late: inj.Delayed[1]}, c)
 			if out.Verdict != verify.Fail {
 				t.Errorf("verdict %s, want fail (losses and duplicates were injected)", out.Verdict)
 			}
