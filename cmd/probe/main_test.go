@@ -28,7 +28,7 @@ func runProbe(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 // fast are flags that scale the SLO clock down so a run takes seconds.
-var fast = []string{"--barrier-timeout", "2s", "--connect-timeout", "2s", "--duration", "2s", "--warmup", "0", "--rate", "40", "--latency", "1500ms", "--lost-after", "3s", "--grace", "300ms", "--quiet", "--hold", "2s",
+var fast = []string{"--barrier-timeout", "2s", "--connect-timeout", "2s", "--duration", "2s", "--warmup", "0", "--rate", "40", "--latency", "1500ms", "--lost-after", "5s", "--grace", "300ms", "--quiet", "--hold", "2s",
 	"--within", "0"} // the latency gate off: on a busy machine the on-time share is the machine's
 
 // serveTCP accepts loopback connections until the test ends, each handled by

@@ -18,7 +18,7 @@ import (
 // fast are flags for a short run against the embedded bus.
 var fast = []string{"--users", "12", "--spawn-rate", "100", "--duration", "1500ms", "--weights", "learner=5,proctor=1",
 	"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms", "--learners-per-proctor", "5",
-	"--proctor-timeout", "1s", "--latency", "1500ms", "--lost-after", "3s", "--grace", "200ms", "--quiet",
+	"--proctor-timeout", "1s", "--latency", "1500ms", "--lost-after", "5s", "--grace", "200ms", "--quiet",
 	// Runs this short verify 40-98% of their messages, as machine load decides
 	// (a learner's first events can precede its proctor's confirmed
 	// subscription): the coverage gate is off here and tested where the code

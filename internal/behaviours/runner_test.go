@@ -86,7 +86,7 @@ func smallConfig(proto string) Config {
 		MarkerAttempts:     30,
 		LongPoll:           proto == "http",
 		Backoff:            testBackoff,
-		Verify:             verify.Config{Latency: 1500 * time.Millisecond, LostAfter: 2 * time.Second, Grace: 200 * time.Millisecond, Gates: smallGates},
+		Verify:             verify.Config{Latency: 1500 * time.Millisecond, LostAfter: 5 * time.Second, Grace: 200 * time.Millisecond, Gates: smallGates},
 		Seed:               1,
 	}
 }

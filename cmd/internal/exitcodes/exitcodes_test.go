@@ -143,7 +143,7 @@ func TestExitCodeTable(t *testing.T) {
 	probeFast := []string{"--duration", "2s", "--warmup", "0s", "--latency", "2s", "--lost-after", "5s", "--grace", "200ms", "--quiet", "--within", "0"}
 	swarmFast := []string{"--users", "12", "--spawn-rate", "100", "--duration", "1500ms", "--weights", "learner=5,proctor=1",
 		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms",
-		"--proctor-timeout", "1s", "--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0", "--within", "0"}
+		"--proctor-timeout", "1s", "--latency", "2s", "--lost-after", "5s", "--grace", "200ms", "--quiet", "--min-coverage", "0", "--within", "0"}
 	shard := func(name string) string { return filepath.Join(dir, name+".json") }
 	runID := "0123456789abcdef0123456789abcdef"
 	cat := func(a []string, b ...string) []string { return append(append([]string(nil), a...), b...) }
@@ -329,7 +329,7 @@ func readProcesses(t *testing.T, path string) processesResult {
 func TestProcesses(t *testing.T) {
 	fast := []string{"--processes", "3", "--users", "12", "--spawn-rate", "100", "--weights", "learner=5,proctor=1",
 		"--items", "3", "--learner-interval", "20ms-50ms", "--control-interval", "20ms-40ms", "--proctor-timeout", "1s",
-		"--latency", "2s", "--lost-after", "3s", "--grace", "200ms", "--quiet", "--min-coverage", "0", "--within", "0"}
+		"--latency", "2s", "--lost-after", "5s", "--grace", "200ms", "--quiet", "--min-coverage", "0", "--within", "0"}
 	lb := startLocalbus(t)
 	// The parent's own embedded bus (no --target), and the embedded bus run
 	// as its own process by cmd/localbus, over both protocols.
