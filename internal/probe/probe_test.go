@@ -26,7 +26,7 @@ func fastConfig() probe.Config {
 		PayloadSize: 200,
 		Live:        time.Hour,
 		Ledger: verify.Config{
-			Latency:   500 * time.Millisecond,
+			Latency: 500 * time.Millisecond,
 			// Far beyond what a loaded machine adds to an undelayed delivery
 			// (CI has seen over 2 s), so the no-fault tests' "nothing lost"
 			// is decided by the bus, not the machine.
