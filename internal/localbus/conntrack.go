@@ -61,13 +61,6 @@ func (l *trackingListener) closeConns(all bool) int {
 	return len(victims)
 }
 
-// open reports how many accepted connections are not yet closed.
-func (l *trackingListener) open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.conns)
-}
-
 type trackedConn struct {
 	net.Conn
 	l    *trackingListener

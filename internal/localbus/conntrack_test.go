@@ -56,8 +56,8 @@ func TestTrackingListenerClosesOnlyUnused(t *testing.T) {
 	if !closedByPeer(t, spare) {
 		t.Fatal("the spare connection is still open")
 	}
-	if l.open() != 1 {
-		t.Fatalf("open() = %d after closing the spare, want 1", l.open())
+	if openConns(l) != 1 {
+		t.Fatalf("%d connections open after closing the spare, want 1", openConns(l))
 	}
 	if n := l.closeConns(true); n != 1 {
 		t.Fatalf("closeConns(true) closed %d, want 1 (the busy one)", n)
@@ -84,7 +84,7 @@ func TestCloseWithSpareConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer spare.Close()
-	eventually(t, "spare accepted", func() bool { return b.httpLn.open() == 1 })
+	eventually(t, "spare accepted", func() bool { return openConns(b.httpLn) == 1 })
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close with a spare connection: %v", err)
 	}
@@ -103,4 +103,11 @@ func closedByPeer(t *testing.T, c net.Conn) bool {
 		return false
 	}
 	return err != nil
+}
+
+// openConns reports how many connections l accepted that are not yet closed.
+func openConns(l *trackingListener) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
 }

@@ -186,7 +186,6 @@ func TestScrapeDuringFaultyRun(t *testing.T) {
 	// The faults decide what they can (a loaded machine may make an
 	// undelayed delivery slow); the metrics must equal the run's counts.
 	bustest.CheckFaultCounts(t, bustest.Injected{Deliveries: inj.Deliveries, Dropped: inj.Dropped, Duplicated: inj.Duplicated, Slow: inj.Delayed[0], Late: inj.Delayed[1]}, c)
-	onTime := c.OnTime
 	for _, ck := range []struct {
 		name string
 		want uint64
@@ -196,7 +195,7 @@ func TestScrapeDuringFaultyRun(t *testing.T) {
 		{"late", c.Late},
 		{"slow", c.Slow},
 		{"duplicates", c.Duplicates},
-		{"on_time", onTime},
+		{"on_time", c.OnTime},
 		{"corrupt", c.Corrupt},
 		{"unexpected", c.Unexpected},
 		{"publish_attempted", c.PublishAttempted},
@@ -211,11 +210,11 @@ func TestScrapeDuringFaultyRun(t *testing.T) {
 	if h.GetSampleCount() != c.Expected {
 		t.Errorf("latency histogram count %d, want %d expected", h.GetSampleCount(), c.Expected)
 	}
-	if got := bucketAt(t, h, cfg.Ledger.Latency); got != onTime {
-		t.Errorf("bucket le=%v = %d, want %d on time", cfg.Ledger.Latency, got, onTime)
+	if got := bucketAt(t, h, cfg.Ledger.Latency); got != c.OnTime {
+		t.Errorf("bucket le=%v = %d, want %d on time", cfg.Ledger.Latency, got, c.OnTime)
 	}
-	if got := bucketAt(t, h, cfg.Ledger.LostAfter); got != onTime+c.Slow {
-		t.Errorf("bucket le=%v = %d, want %d on time + slow", cfg.Ledger.LostAfter, got, onTime+c.Slow)
+	if got := bucketAt(t, h, cfg.Ledger.LostAfter); got != c.OnTime+c.Slow {
+		t.Errorf("bucket le=%v = %d, want %d on time + slow", cfg.Ledger.LostAfter, got, c.OnTime+c.Slow)
 	}
 	if got := value(t, fams, "eventswarm_run_verdict", map[string]string{"verdict": "fail"}); got != 1 {
 		t.Errorf("run_verdict{fail} = %v, want 1 (losses were injected)", got)

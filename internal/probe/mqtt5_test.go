@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eventswarm/eventswarm/internal/bustest"
 	"github.com/eventswarm/eventswarm/internal/localbus"
 	"github.com/eventswarm/eventswarm/internal/probe"
 	"github.com/eventswarm/eventswarm/internal/target"
@@ -90,7 +89,7 @@ func TestEmbeddedFaultsKnownAnswer5(t *testing.T) {
 				if inj.Deliveries != perMessage(cfg)*c.PublishOK {
 					t.Errorf("the broker made %d first deliveries of %d publishes, want %d per publish", inj.Deliveries, c.PublishOK, perMessage(cfg))
 				}
-				bustest.CheckFaultCounts(t, bustest.Injected{Deliveries: inj.Deliveries, Dropped: inj.Dropped, Duplicated: inj.Duplicated, Slow: inj.Delayed[0], Late: inj.Delayed[1]}, c)
+				checkInjected(t, inj, c)
 				if out.Verdict != verify.Fail {
 					t.Errorf("verdict %s, want fail (losses and duplicates were injected)", out.Verdict)
 				}

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eventswarm/eventswarm/internal/bustest"
 	"github.com/eventswarm/eventswarm/internal/localbus"
 	"github.com/eventswarm/eventswarm/internal/target"
 	"github.com/eventswarm/eventswarm/internal/verify"
@@ -39,7 +38,7 @@ func TestEmbeddedStreamFaultsKnownAnswer(t *testing.T) {
 			if inj.Dropped == 0 || inj.Duplicated == 0 || inj.Delayed[0] == 0 || inj.Delayed[1] == 0 {
 				t.Fatalf("injected %+v: want every fault kind exercised", inj)
 			}
-			bustest.CheckFaultCounts(t, bustest.Injected{Deliveries: inj.Deliveries, Dropped: inj.Dropped, Duplicated: inj.Duplicated, Slow: inj.Delayed[0], Late: inj.Delayed[1]}, c)
+			checkInjected(t, inj, c)
 			if out.Verdict != verify.Fail {
 				t.Errorf("verdict %s, want fail (losses and duplicates were injected)", out.Verdict)
 			}
