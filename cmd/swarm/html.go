@@ -75,12 +75,22 @@ func swarmPage(o *options, cfg behaviours.Config, s behaviours.Summary, out outp
 	p := report.Page{
 		Title: fmt.Sprintf("eventswarm swarm: %d users against %s", cfg.Users, out.Target), Result: s.Result, Setup: setup, Start: s.Start, End: s.End,
 		Latency: cfg.Verify.Latency, LostAfter: cfg.Verify.LostAfter, Operations: &out.Operations, Users: &out.Users, Errors: out.Errors,
-		Ticks: ticks, Bus: out.BusStats,
+		Ticks: ticks, Bus: out.BusStats, Health: generatorHealth(s.Generator),
 	}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		p.Directions = append(p.Directions, report.Direction{Name: directionTitle(name), Result: s.Streams[name]})
 	}
 	return p
+}
+
+// generatorHealth is the report's health section: swarm's own send lag.
+func generatorHealth(g verify.SendLag) []report.Setting {
+	return []report.Setting{
+		{Name: "paced sends", Value: strconv.FormatUint(g.Sends, 10)},
+		{Name: "late sends (over 100 ms behind schedule)", Value: strconv.FormatUint(g.LateSends, 10)},
+		{Name: "max send lag", Value: fmt.Sprintf("%.1f ms", g.MaxSendLagMS)},
+		{Name: "overloaded", Value: map[bool]string{true: "yes: failures are inconclusive", false: "no"}[verify.Overloaded(g.Sends, g.LateSends)]},
+	}
 }
 
 func directionTitle(name string) string {
@@ -114,13 +124,15 @@ func mergePage(o *mergeOptions, m report.ShardFile, r verify.Result, files int) 
 		Title: fmt.Sprintf("eventswarm swarm merge: %d shards, run %s", m.Shards, m.RunID), Result: r, Setup: setup, Start: m.Start, End: m.End,
 		Operations: &m.Stats, Users: &m.Users,
 		Latency: time.Duration(m.LatencyBoundMS * 1e6), LostAfter: time.Duration(m.LostAfterMS * 1e6),
+		Health: generatorHealth(m.Generator),
 	}
+	ev := verify.Evidence{Overloaded: m.Generator.Evidence("swarm")}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		c, ok := m.Streams[name]
 		if !ok {
 			continue
 		}
-		v, reason, gates := o.gates.Evaluate(c)
+		v, reason, gates := o.gates.Judge(c, ev)
 		// The shards' windows summed: each judged again from its exact
 		// counts (its latency percentiles are the largest shard's).
 		ws := append([]verify.Window(nil), m.Windows[name]...)

@@ -30,6 +30,8 @@
 // each latency percentile the larger of the two directions'); streams
 // ("learner_to_proctor", "proctor_to_learner": probe's result shape per
 // direction, windows and histograms included); users {started, by_kind};
+// generator {sends, late_sends, max_send_lag_ms}: swarm's own send lag
+// (over 1% of sends more than 100ms late turns a failure into inconclusive);
 // operations (per operation: count, failures, failures_by_class,
 // rate_per_s, latency_ms, failure_latency_ms, histograms); id_pool {free,
 // active}.
@@ -460,6 +462,7 @@ func swarm(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		errs = append(errs, err)
 	}
 	fmt.Fprintln(tables, usersLine(out.Users, s.PoolFree, s.PoolActive))
+	fmt.Fprintln(tables, generatorLine(s.Generator))
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		c := s.Streams[name].Counts
 		fmt.Fprintf(tables, "%s: coverage %s (%d of %d published expected by a subscriber); windows %s; %s\n", name,
@@ -560,6 +563,16 @@ func usersLine(u report.Users, free, active int) string {
 		report.UsersLine(u.ByKind, map[string]int{"free": free, "active": active}), connsText(u))
 }
 
+// generatorLine is swarm's own lag: a failure is inconclusive when over 1% of
+// its sends started late (it says more about this machine than the bus).
+func generatorLine(g verify.SendLag) string {
+	line := fmt.Sprintf("generator: %d paced sends, %d started over %v late (max lag %.0fms)", g.Sends, g.LateSends, verify.LateSend, g.MaxSendLagMS)
+	if verify.Overloaded(g.Sends, g.LateSends) {
+		line += "; overloaded: a failing verdict is inconclusive (give swarm more CPU, fewer users per process, or --processes)"
+	}
+	return line
+}
+
 // connsText is the connections and sessions per user started, if known.
 func connsText(u report.Users) string {
 	if u.Started == 0 || u.Sessions == 0 {
@@ -628,6 +641,7 @@ type output struct {
 	StillStopping int                      `json:"still_stopping,omitempty"`
 	Streams       map[string]verify.Result `json:"streams"`
 	Users         report.Users             `json:"users"`
+	Generator     verify.SendLag           `json:"generator"`
 	Operations    stats.Snapshot           `json:"operations"`
 	IDPool        idPool                   `json:"id_pool"`
 	// Coverage is each direction's Covered/PublishAttempted.
@@ -674,7 +688,7 @@ func newOutput(s behaviours.Summary, tgt *target.Target, cfg behaviours.Config) 
 		Shard: cfg.Shard, Shards: cfg.Shards, StartedAt: s.Start, EndedAt: s.End,
 		Interrupted: s.Interrupted, Drained: s.Drained, Streams: streams,
 		StopMS: float64(s.StopTook) / float64(time.Millisecond), StillStopping: s.StillStopping,
-		Users:      usersOf(s),
+		Users: usersOf(s), Generator: s.Generator,
 		Operations: s.Ops, IDPool: idPool{Free: s.PoolFree, Active: s.PoolActive},
 		Coverage: coverage,
 	}

@@ -28,6 +28,10 @@ type mergeOutput struct {
 	EndedAt    time.Time      `json:"ended_at"`
 	Operations stats.Snapshot `json:"operations"`
 	Users      report.Users   `json:"users"`
+	// Generator is the shards' own send lag, summed, and the shards that
+	// fell behind on their own.
+	Generator        verify.SendLag `json:"generator"`
+	OverloadedShards []int          `json:"overloaded_shards,omitempty"`
 	// Streams and Coverage: each direction's merged counts and coverage.
 	Streams  map[string]verify.Counts `json:"streams,omitempty"`
 	Coverage map[string]float64       `json:"coverage,omitempty"`
@@ -213,7 +217,7 @@ func reportMerged(o *mergeOptions, m report.ShardFile, n int, stdout, stderr io.
 	}
 	if o.json != "" {
 		out := mergeOutput{Result: r, RunID: m.RunID, Shards: m.Shards, ConfigHash: m.ConfigHash,
-			StartedAt: m.Start, EndedAt: m.End, Operations: m.Stats, Users: m.Users, Streams: m.Streams, Coverage: coverage}
+			StartedAt: m.Start, EndedAt: m.End, Operations: m.Stats, Users: m.Users, Generator: m.Generator, OverloadedShards: m.OverloadedShards, Streams: m.Streams, Coverage: coverage}
 		if err := report.WriteJSON(o.json, out); err != nil {
 			errs = append(errs, fmt.Errorf("swarm merge: --json: %w", err))
 		}
@@ -237,6 +241,11 @@ func printMerged(w io.Writer, m report.ShardFile, r verify.Result) (map[string]f
 		errs = append(errs, err)
 	}
 	fmt.Fprintln(w, usersLine(m.Users, 0, 0))
+	line := generatorLine(m.Generator)
+	if len(m.OverloadedShards) > 0 {
+		line += fmt.Sprintf("; shards that fell behind: %v (a failing verdict is inconclusive)", m.OverloadedShards)
+	}
+	fmt.Fprintln(w, line)
 	coverage := map[string]float64{}
 	for _, name := range []string{behaviours.StreamLearnerToProctor, behaviours.StreamProctorToLearner} {
 		if c, ok := m.Streams[name]; ok {

@@ -468,10 +468,7 @@ func reportChildren(o *options, children []*child, interrupted bool, stdout, std
 	if len(problems) > 0 {
 		m, _ = report.Sum(files) // no consistency checks: a partial set is inconclusive anyway
 	}
-	r := m.Result(o.cfg.Verify.Gates)
-	if len(problems) > 0 {
-		r.Verdict, r.Reason, r.Gates = o.cfg.Verify.Gates.Judge(m.Counts, verify.Evidence{Incomplete: strings.Join(problems, "; ")})
-	}
+	r := m.Judge(o.cfg.Verify.Gates, verify.Evidence{Incomplete: strings.Join(problems, "; ")})
 	tables := o.TableOut(stdout, stderr)
 	var errs []error
 	coverage, err := printMerged(tables, m, r)
@@ -479,7 +476,7 @@ func reportChildren(o *options, children []*child, interrupted bool, stdout, std
 		errs = append(errs, err)
 	}
 	out.mergeOutput = mergeOutput{Result: r, RunID: m.RunID, Shards: len(children), ConfigHash: m.ConfigHash,
-		StartedAt: m.Start, EndedAt: m.End, Operations: m.Stats, Users: m.Users, Streams: m.Streams, Coverage: coverage}
+		StartedAt: m.Start, EndedAt: m.End, Operations: m.Stats, Users: m.Users, Generator: m.Generator, OverloadedShards: m.OverloadedShards, Streams: m.Streams, Coverage: coverage}
 	out.Errors = problems
 	if o.JSON != "" {
 		if err := report.WriteJSON(o.JSON, out); err != nil {

@@ -78,7 +78,7 @@ func shardFileOf(o *options, cfg behaviours.Config, s behaviours.Summary, ticks 
 	f := report.ShardFile{
 		RunID: s.Run.String(), Shard: cfg.Shard, Shards: cfg.Shards, ConfigHash: o.ConfigHash,
 		Start: s.Start, End: s.End, Complete: !s.Interrupted, Stats: s.Ops,
-		Users: usersOf(s), Streams: map[string]verify.Counts{},
+		Users: usersOf(s), Generator: s.Generator, Streams: map[string]verify.Counts{},
 		Setup:          setupOf(o, cfg, o.Target.URL),
 		LatencyBoundMS: float64(cfg.Verify.Latency) / 1e6, LostAfterMS: float64(cfg.Verify.LostAfter) / 1e6,
 		Windows: map[string][]verify.Window{}, Ticks: ticks,

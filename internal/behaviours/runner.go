@@ -122,6 +122,12 @@ type Runner struct {
 	connections atomic.Uint64
 	sessions    atomic.Uint64
 
+	// The generator's own lag (see noteLag), and a test seam run before
+	// every paced send is stamped (nil outside tests).
+	sends, lateSends atomic.Uint64
+	maxLag           atomic.Int64
+	beforeSend       func()
+
 	usersWG sync.WaitGroup
 	live    atomic.Int64  // user goroutines not ended yet
 	allDone chan struct{} // closed when every user goroutine has ended (after Run's spawning)
@@ -278,6 +284,12 @@ type Summary struct {
 	// Refused is the first refusal by the bus that retrying will not fix
 	// (wraps bus.ErrRefused), nil if none.
 	Refused error
+	// Generator is swarm's own lag: its paced sends (events and control
+	// messages), those it started more than verify.LateSend behind their
+	// schedule, and the largest lag. Over 1% late makes a failing verdict
+	// inconclusive: the users' latencies then say more about this process
+	// than about the bus.
+	Generator verify.SendLag
 }
 
 // Progress is a live view of a run, for the console.
@@ -531,6 +543,8 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	if interrupted {
 		evidence.Incomplete = "the run was interrupted before its end"
 	}
+	lag := r.sendLag()
+	evidence.Overloaded = lag.Evidence("swarm")
 	for _, res := range []*verify.Result{&ev, &ct} {
 		res.Verdict, res.Reason, res.Gates = cfg.Verify.Gates.Judge(res.Counts, evidence)
 	}
@@ -551,6 +565,7 @@ func (r *Runner) Run(ctx context.Context) (Summary, error) {
 	s.UsersTarget, s.UsersPeak = len(r.users), int(r.peak.Load())
 	s.UsersReachedAfter = time.Duration(r.reachedNS.Load())
 	s.Connections, s.Sessions = r.connections.Load(), r.sessions.Load()
+	s.Generator = lag
 	if e := r.refused.Load(); e != nil {
 		s.Refused = *e
 	}
@@ -708,6 +723,7 @@ type user struct {
 	conns    uint64 // connections dialled
 	link     *link  // the connection kept across sessions, if any
 	markers  uint64 // readiness markers sent
+	readyAt  int64  // when its last publish call returned (clock ns)
 
 	running bool
 	stop    context.CancelFunc

@@ -167,7 +167,15 @@ func (r *Runner) publish(sess context.Context, u *user, conn bus.Conn, sr *verif
 	if sess.Err() != nil {
 		return false // the run stopped: no new request (and no attempt recorded)
 	}
-	st := verify.Stamp{Run: r.cfg.Run, Publisher: u.pub, Stream: stream, Seq: seq, Intended: intended, Sent: r.clock.Now()}
+	if r.beforeSend != nil {
+		r.beforeSend()
+	}
+	sent := r.clock.Now()
+	// A user sends one message at a time: it is ready for the next one when
+	// the previous publish call returned (a slow bus delays it there, which is
+	// the bus's backpressure, not this process's lag).
+	r.noteLag(sent - max(intended, u.readyAt))
+	st := verify.Stamp{Run: r.cfg.Run, Publisher: u.pub, Stream: stream, Seq: seq, Intended: intended, Sent: sent}
 	if err := encodePayload(u.buf, &st, kind, id); err != nil {
 		return false // cannot happen: PayloadSize >= MinPayloadSize
 	}
@@ -181,6 +189,7 @@ func (r *Runner) publish(sess context.Context, u *user, conn bus.Conn, sr *verif
 	cut := stopping(call, err) // before release ends call
 	release()
 	now := r.clock.Now()
+	u.readyAt = now
 	if err == nil {
 		sr.Result(seq, verify.PublishOK, now)
 		u.shard.Record(op, d, bus.ClassNone)
@@ -200,6 +209,26 @@ func (r *Runner) publish(sess context.Context, u *user, conn bus.Conn, sr *verif
 		u.shard.Record(op, d, bus.Classify(err))
 	}
 	return false
+}
+
+// noteLag records one paced send that this process started lag ns behind its
+// schedule (its intended time, or when its user was ready if that was later).
+func (r *Runner) noteLag(lag int64) {
+	r.sends.Add(1)
+	if lag > int64(verify.LateSend) {
+		r.lateSends.Add(1)
+	}
+	for {
+		cur := r.maxLag.Load()
+		if lag <= cur || r.maxLag.CompareAndSwap(cur, lag) {
+			return
+		}
+	}
+}
+
+// sendLag is the generator's lag so far.
+func (r *Runner) sendLag() verify.SendLag {
+	return verify.SendLag{Sends: r.sends.Load(), LateSends: r.lateSends.Load(), MaxSendLagMS: float64(r.maxLag.Load()) / 1e6}
 }
 
 // stopGrace is how long a publish already in flight when the run stops may

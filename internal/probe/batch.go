@@ -193,7 +193,7 @@ func (b *lagBatch) note(p *prober, intended, lag int64) {
 	}
 	b.idx, b.any = idx, true
 	b.sends++
-	if lag > int64(lateSend) {
+	if lag > int64(verify.LateSend) {
 		b.late++
 	}
 	b.max = max(b.max, lag)

@@ -514,7 +514,7 @@ func (p *prober) healthReport() Health {
 	p.health.heapMu.Lock()
 	h.HeapFirstMB, h.HeapMaxMB, h.HeapLastMB = p.health.heapFirst, p.health.heapMax, p.health.heapLast
 	p.health.heapMu.Unlock()
-	if sends := p.health.sends.Load(); sends > 0 && h.LateSends*100 > sends {
+	if verify.Overloaded(p.health.sends.Load(), h.LateSends) {
 		h.Overloaded = true
 	}
 	return h

@@ -505,14 +505,11 @@ func (p *prober) noteBusWait(d int64) {
 	}
 }
 
-// lateSend is how far behind its schedule a send may start before it counts as late.
-const lateSend = 100 * time.Millisecond
-
 // noteLag records one send's lag behind its intended time, in total and in the
 // window of its intended time (see markOverloaded).
 func (p *prober) noteLag(intended, lag int64) {
 	var late uint64
-	if lag > int64(lateSend) {
+	if lag > int64(verify.LateSend) {
 		late = 1
 	}
 	p.noteLags(intended/int64(p.cfg.Ledger.Window), 1, late, lag)
@@ -548,7 +545,7 @@ func (p *prober) noteLags(idx int64, sends, late uint64, maxLag int64) {
 type windowSends struct{ sends, late uint64 }
 
 // overloaded reports whether more than 1% of sends were late.
-func (w windowSends) overloaded() bool { return w.late*100 > w.sends }
+func (w windowSends) overloaded() bool { return verify.Overloaded(w.sends, w.late) }
 
 // markOverloaded turns a window in which the probe itself fell behind (more
 // than 1% of its sends started over 100ms late while the bus was ready to

@@ -8,6 +8,8 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/eventswarm/eventswarm/internal/stats"
@@ -46,6 +48,14 @@ type ShardFile struct {
 	Streams map[string]verify.Counts `json:"streams,omitempty"`
 	// Users are the shard's users (merged: summed; reached is the latest).
 	Users Users `json:"users"`
+	// Generator is the shard's own send lag (merged: summed, the largest
+	// lag): over 1% of all shards' sends late makes a failing merged verdict
+	// inconclusive, as on one shard. A file without it counts as keeping up.
+	Generator verify.SendLag `json:"generator"`
+	// OverloadedShards (merged only) are the shards whose own generator fell
+	// behind: one is enough to make a failing merged verdict inconclusive,
+	// since the failure may be that shard's lag alone.
+	OverloadedShards []int `json:"overloaded_shards,omitempty"`
 	// Setup is what the run ran (the same on every shard; merged: the first
 	// file's), for the merged HTML report. Optional.
 	Setup []Setting `json:"setup,omitempty"`
@@ -124,7 +134,18 @@ func (f *ShardFile) SetResult(r verify.Result) error {
 // histograms. Use it on the output of Merge; windows and per-subscriber
 // results are not merged.
 func (f ShardFile) Result(g verify.Gates) verify.Result {
-	v, reason, gates := g.Evaluate(f.Counts)
+	return f.Judge(g, verify.Evidence{})
+}
+
+// Judge is Result with evidence the files cannot show (e.g. a shard that
+// died); the generators' lag is added to it.
+func (f ShardFile) Judge(g verify.Gates, ev verify.Evidence) verify.Result {
+	ev.Overloaded = f.Generator.Evidence("swarm")
+	if len(f.OverloadedShards) > 0 {
+		ev.Overloaded = fmt.Sprintf("swarm fell behind on shard %s: over 1%% of its sends more than %v late; all shards: %d of %d",
+			joinInts(f.OverloadedShards), verify.LateSend, f.Generator.LateSends, f.Generator.Sends)
+	}
+	v, reason, gates := g.Judge(f.Counts, ev)
 	// Each direction on its own too: the verdict is the worst of them.
 	names := make([]string, 0, len(f.Streams))
 	for name := range f.Streams {
@@ -134,7 +155,7 @@ func (f ShardFile) Result(g verify.Gates) verify.Result {
 	for _, name := range names {
 		// A direction that published nothing has nothing to judge.
 		if dc := f.Streams[name]; dc.PublishAttempted > 0 {
-			if dv, dr, _ := g.Evaluate(dc); dv.Worse(v) {
+			if dv, dr, _ := g.Judge(dc, ev); dv.Worse(v) {
 				v, reason = dv, name+": "+dr
 			}
 		}
@@ -264,6 +285,10 @@ func Sum(files []ShardFile) (ShardFile, []error) {
 		}
 		m.Counts.Add(f.Counts)
 		m.Users.Add(f.Users, i == 0)
+		m.Generator.Add(f.Generator)
+		if verify.Overloaded(f.Generator.Sends, f.Generator.LateSends) {
+			m.OverloadedShards = append(m.OverloadedShards, f.Shard)
+		}
 		for name, c := range f.Streams {
 			if m.Streams == nil {
 				m.Streams = map[string]verify.Counts{}
@@ -281,6 +306,7 @@ func Sum(files []ShardFile) (ShardFile, []error) {
 		}
 		snaps = append(snaps, f.Stats)
 	}
+	slices.Sort(m.OverloadedShards)
 	var err error
 	if m.Stats, err = stats.Merge(snaps...); err != nil {
 		errs = append(errs, err)
@@ -421,4 +447,13 @@ func mergeTicks(files []ShardFile) []Tick {
 		return nil
 	}
 	return out
+}
+
+// joinInts is 1, 3, 4.
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
 }

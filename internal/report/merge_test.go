@@ -164,3 +164,49 @@ func TestHistogramSettingsMatchVerify(t *testing.T) {
 		t.Errorf("SetResult: %v, count %d", err, f.LatencyHist.Count())
 	}
 }
+
+// TestMergeGeneratorLag: the shards' send lags add, and one shard that fell
+// behind is enough to make the merged latency failure inconclusive (the
+// failure may be its lag alone) even when the summed lag is under 1%; with
+// generators that kept up, the same counts fail.
+func TestMergeGeneratorLag(t *testing.T) {
+	files, _, _ := shardFiles(t, 3)
+	for i := range files {
+		files[i].Counts.OnTime, files[i].Counts.Slow = 500, 500 // 50% on time: the latency gate fails
+		files[i].Streams = map[string]verify.Counts{"events": files[i].Counts}
+		files[i].Generator = verify.SendLag{Sends: 1000, LateSends: 5, MaxSendLagMS: 120} // kept up
+	}
+	files[2].Generator = verify.SendLag{Sends: 100, LateSends: 2, MaxSendLagMS: 340} // 2%: behind
+	for i, f := range files {
+		want := verify.Fail
+		if i == 2 {
+			want = verify.Inconclusive
+		}
+		if r := f.Result(verify.DefaultGates); r.Verdict != want {
+			t.Errorf("shard %d alone: %s (%s), want %s", i, r.Verdict, r.Reason, want)
+		}
+	}
+	m, err := Merge(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (verify.SendLag{Sends: 2100, LateSends: 12, MaxSendLagMS: 340}); m.Generator != want || !reflect.DeepEqual(m.OverloadedShards, []int{2}) {
+		t.Errorf("merged generator %+v overloaded shards %v, want %+v and [2]", m.Generator, m.OverloadedShards, want)
+	}
+	if r := m.Result(verify.DefaultGates); r.Verdict != verify.Inconclusive || !strings.Contains(r.Reason, "shard 2") {
+		t.Errorf("merged: %s (%s), want inconclusive naming shard 2", r.Verdict, r.Reason)
+	}
+	files[2].Generator.LateSends = 1
+	if m, err = Merge(files); err != nil {
+		t.Fatal(err)
+	}
+	if r := m.Result(verify.DefaultGates); r.Verdict != verify.Fail || m.OverloadedShards != nil {
+		t.Errorf("merged, every shard kept up: %s (%s), overloaded shards %v; want fail", r.Verdict, r.Reason, m.OverloadedShards)
+	}
+	// A hard failure stays a failure whatever the generators did.
+	m.OverloadedShards = []int{0}
+	m.Counts.Corrupt = 1
+	if r := m.Result(verify.DefaultGates); r.Verdict != verify.Fail {
+		t.Errorf("merged with a corrupt message: %s, want fail", r.Verdict)
+	}
+}
