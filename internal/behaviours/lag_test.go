@@ -33,7 +33,6 @@ func TestOverloadedGeneratorInconclusive(t *testing.T) {
 			}
 			logSummary(t, s)
 			c, g := s.Result.Counts, s.Generator
-			t.Logf("generator %+v", g)
 			if c.Expected == 0 {
 				t.Fatalf("expected = 0: the run verified nothing")
 			}

@@ -153,6 +153,7 @@ func logSummary(t *testing.T, s Summary) {
 	for _, o := range s.Ops.Ops {
 		t.Logf("op %s count %d failures %d %v", o.Name, o.Count, o.Failures, o.FailuresByClass)
 	}
+	t.Logf("generator %+v", s.Generator)
 }
 
 // TestFaultsCountedExactly injects drops, duplicates and short delays on the
