@@ -550,13 +550,11 @@ func (p *prober) liveLoop(done <-chan struct{}, start int64) {
 		}
 		now := p.clock.Now()
 		p.ledger.Advance(now)
-		if time.Now().Before(next) && p.hooks.OnWindow == nil {
-			continue
-		}
-		snap := p.ledger.Snapshot(now)
 		if p.hooks.OnWindow != nil {
-			for ; emitted < len(snap.Windows); emitted++ {
-				w := snap.Windows[emitted]
+			// Closed windows only: a live snapshot walks every seq not final
+			// yet (LostAfter × the rate), too costly four times a second.
+			for _, w := range p.ledger.ClosedWindows(emitted) {
+				emitted++
 				p.markOverloaded(&w)
 				p.hooks.OnWindow(w)
 			}
@@ -565,7 +563,7 @@ func (p *prober) liveLoop(done <-chan struct{}, start int64) {
 			next = next.Add(p.cfg.Live)
 			p.sampleHeap()
 			if p.hooks.OnLive != nil {
-				p.hooks.OnLive(time.Duration(now-start), snap)
+				p.hooks.OnLive(time.Duration(now-start), p.ledger.Snapshot(now))
 			}
 		}
 	}

@@ -626,6 +626,19 @@ func (l *Ledger) Snapshot(now int64) Result {
 	return l.result(live, false)
 }
 
+// ClosedWindows returns the windows closed so far (by Advance), from the
+// from-th on, in order. Unlike Snapshot it does not walk the seqs that are not
+// final yet, so it is cheap at any rate: a live consumer of windows calls it
+// at every Advance and Snapshot only when it needs the live counts.
+func (l *Ledger) ClosedWindows(from int) []Window {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if from >= len(l.closed) {
+		return nil
+	}
+	return append([]Window(nil), l.closed[max(from, 0):]...)
+}
+
 // Finish finalizes everything due at now and returns the final result with the
 // verdict from Config.Gates. drained=true (subscribers kept listening
 // LostAfter+Grace after publishing stopped) finalizes every attempted seq:

@@ -527,6 +527,13 @@ func TestWindows(t *testing.T) {
 				t.Fatalf("window %d changed after emission: %+v → %+v", w.Index, w, r.Windows[i])
 			}
 		}
+		// ClosedWindows is the snapshot's windows, from any index on.
+		if got := x.l.ClosedWindows(0); !reflect.DeepEqual(got, nilIfEmpty(r.Windows)) {
+			t.Fatalf("at %ds: ClosedWindows(0) = %+v, want the snapshot's %+v", seq, got, r.Windows)
+		}
+		if got := x.l.ClosedWindows(len(emitted)); !reflect.DeepEqual(got, nilIfEmpty(r.Windows[len(emitted):])) {
+			t.Fatalf("at %ds: ClosedWindows(%d) = %+v, want %+v", seq, len(emitted), got, r.Windows[len(emitted):])
+		}
 		emitted = r.Windows
 		// Window k closes once now >= (k+1)*10s + 16s.
 		if want := int((at - 16*sec) / (10 * sec)); len(r.Windows) != max(want, 0) {
@@ -568,6 +575,13 @@ func TestWindows(t *testing.T) {
 	if r.Counts.Duplicates != 1 || r.Windows[0].Counts.Duplicates != 0 {
 		t.Errorf("late duplicate: pooled %d, window 0 %d; want 1, 0", r.Counts.Duplicates, r.Windows[0].Counts.Duplicates)
 	}
+}
+
+func nilIfEmpty(w []Window) []Window {
+	if len(w) == 0 {
+		return nil
+	}
+	return w
 }
 
 func TestConfigValidate(t *testing.T) {
